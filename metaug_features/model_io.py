@@ -1,0 +1,193 @@
+"""The model folder format (one folder = one Hub repo) and its strict loader.
+
+A folder holds ``config.json`` (:class:`EncoderConfig`), ``model.safetensors`` (weights only;
+or shards listed in ``model.safetensors.index.json``, the Hugging Face convention) and
+``README.md`` (the model card). Weights are only ever read from safetensors: pickle files
+(``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``) can execute code when loaded and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
+
+from .atomic import atomic_write_bytes, atomic_write_text
+from .card import minimal_card
+from .config import EncoderConfig
+from .errors import ConfigError, WeightsError
+from .hub import resolve_model_dir
+from .model import MetAugEncoder
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+CARD_NAME = "README.md"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: A config.json larger than this is not a config (refused before parsing).
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def save_pretrained(
+    encoder: MetAugEncoder,
+    folder: str | os.PathLike,
+    card: str | None = None,
+    weights_dtype: str | None = None,
+) -> Path:
+    """Write ``encoder`` as a model folder: config.json + model.safetensors + README.md.
+
+    Args:
+        encoder: the encoder; its config (including ``truncate_after``) decides what is stored.
+        folder: created if needed; existing files of the same names are replaced atomically.
+        card: model-card text; a minimal card is generated when None.
+        weights_dtype: "float32" or "float16" to override the config's storage dtype
+            (float16 halves the folder; weights are used in float32 after loading).
+    Returns:
+        The folder path.
+    """
+    import dataclasses
+
+    config = encoder.config
+    if weights_dtype is not None:
+        config = dataclasses.replace(config, weights_dtype=weights_dtype)
+    dtype = _DTYPES[config.weights_dtype]
+    tensors = {
+        name: (t.detach().to("cpu", dtype=dtype) if t.is_floating_point() else t.detach().cpu()).contiguous().clone()
+        for name, t in encoder.state_dict().items()
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Weights first, config second: a folder whose config.json exists is loadable.
+    atomic_write_bytes(folder / WEIGHTS_NAME, safetensors_save(tensors, metadata={"format": "pt"}))
+    stale_index = folder / WEIGHTS_INDEX_NAME
+    if stale_index.exists():
+        stale_index.unlink()
+    atomic_write_text(folder / CONFIG_NAME, config.to_json())
+    atomic_write_text(folder / CARD_NAME, card if card is not None else minimal_card(config))
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> EncoderConfig:
+    """Parse and validate ``folder/config.json`` strictly."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{folder}: no {CONFIG_NAME}; a model folder holds config.json, model.safetensors and README.md")
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a model config")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    try:
+        return EncoderConfig.from_json(text, strict=True)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except TypeError as e:  # a value the dataclass cannot even hold
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a folder (one file, or the shards of an index)."""
+    index = folder / WEIGHTS_INDEX_NAME
+    single = folder / WEIGHTS_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise WeightsError(f"{index}: malformed index (expected a JSON object with a 'weight_map')") from None
+        files = []
+        for name in names:
+            if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+                raise WeightsError(f"{index}: shard name {name!r} must be a .safetensors file inside the folder")
+            if not (folder / name).is_file():
+                raise WeightsError(f"{index}: shard {name!r} is missing")
+            files.append(folder / name)
+        return files
+    if single.is_file():
+        return [single]
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise WeightsError(
+            f"{folder}: found only pickle weights ({', '.join(pickles)}); metaug-features never loads pickles because "
+            "they can run code. Convert them to model.safetensors on a machine you trust "
+            "(safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors'))."
+        )
+    raise WeightsError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME})")
+
+
+def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    if key in tensors:
+                        raise WeightsError(f"{path}: tensor {key!r} appears in more than one shard")
+                    tensors[key] = f.get_tensor(key)
+        except WeightsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - header garbage, truncation, wrong format
+            raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
+    return tensors
+
+
+def load_state_into(encoder: MetAugEncoder, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Check ``tensors`` against the encoder's own state dict (names, shapes, dtypes) and load
+    them, casting stored float16 to the encoder's float32."""
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise WeightsError(f"{source}: {len(missing)} tensors missing for this config, e.g. {missing[:3]}; the weights do not match config.json")
+    if unexpected:
+        raise WeightsError(f"{source}: {len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}; the weights do not match config.json")
+    declared = _DTYPES[encoder.config.weights_dtype]
+    for name, ref in expected.items():
+        t = tensors[name]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise WeightsError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, config.json implies {tuple(ref.shape)}")
+        want = declared if ref.is_floating_point() else ref.dtype
+        if t.dtype != want:
+            raise WeightsError(f"{source}: tensor {name!r} is {t.dtype}, expected {want} (config weights_dtype={encoder.config.weights_dtype!r})")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise WeightsError(f"{source}: tensor {name!r} holds NaN or inf")
+    encoder.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+
+
+def load_model_dir(folder: str | os.PathLike) -> MetAugEncoder:
+    """Build the encoder of a local model folder (train mode, CPU)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    files = _weight_files(folder)
+    encoder = MetAugEncoder(config)
+    load_state_into(encoder, _read_tensors(files), str(folder))
+    return encoder
+
+
+def load_encoder(
+    ref: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> MetAugEncoder:
+    """Load a pretrained encoder, ready for feature extraction (eval mode, no grad needed).
+
+    Args:
+        ref: a local model folder, a built-in alias (see ``metaug_features.hub.MODEL_ALIASES``),
+            or a Hub repo id ``org/name`` with an optional ``@revision``.
+        device: where to put the weights ("cpu", "cuda", "cuda:1", "auto" = CUDA if available).
+        cache_dir: Hugging Face cache to use for Hub models (default: the usual HF cache).
+    Returns:
+        A :class:`MetAugEncoder` in eval mode whose ``preprocess`` turns images into its input;
+        ``encoder.extract(paths)`` gives features of the config's default layer.
+    """
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = resolve_model_dir(ref, cache_dir=cache_dir)
+    encoder = load_model_dir(folder)
+    return encoder.to(device).eval()

@@ -1,0 +1,63 @@
+"""Shared fixtures: real CIFAR-10 JPEGs from the project's shared data archive.
+
+Tests never download anything; they read a small slice of ../shared/data/cifar10-jpeg.tar.gz.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _find_archive() -> Path | None:
+    env = os.environ.get("METAUG_CIFAR_ARCHIVE")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def cifar_archive() -> Path:
+    """Path to the shared CIFAR-10 JPEG archive (set METAUG_CIFAR_ARCHIVE to override)."""
+    path = _find_archive()
+    if path is None:
+        pytest.fail("CIFAR-10 archive not found: expected ../shared/data/cifar10-jpeg.tar.gz or $METAUG_CIFAR_ARCHIVE")
+    return path
+
+
+def extract_cifar_slice(archive: Path, dest: Path, per_class: dict[str, int]) -> Path:
+    """Extract the first ``per_class[split]`` images of every class of each split into
+    ``dest/{split}/<class>/<nnnn>.jpg``; returns ``dest``."""
+    wanted = {
+        f"cifar10/{split}/{cls}/{i:04d}.jpg"
+        for split, n in per_class.items()
+        for cls in CLASSES
+        for i in range(n)
+    }
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile():
+                target = dest / member.name[len("cifar10/"):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+    missing = [w for w in wanted if not (dest / w[len("cifar10/"):]).is_file()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} expected files missing from {archive}, e.g. {missing[0]}")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cifar_images(cifar_archive: Path, tmp_path_factory) -> Path:
+    """A session-wide folder of real CIFAR-10 JPEGs: 20 train + 20 test images per class,
+    laid out as ``<root>/{train,test}/<class>/<nnnn>.jpg``. Treat it as read-only."""
+    root = tmp_path_factory.mktemp("cifar_slice")
+    return extract_cifar_slice(cifar_archive, root, {"train": 20, "test": 20})
