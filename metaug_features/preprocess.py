@@ -52,10 +52,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         # 16-bit data spans 0..65535; 32-bit "I" from 16-bit PNGs does too.
         arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if mode == "F":
         arr = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"
@@ -118,7 +118,9 @@ class Preprocessor:
             except UnidentifiedImageError:
                 raise ImageDecodeError("not a readable image", str(path)) from None
             except Exception as e:  # noqa: BLE001 - any decoder failure is a skip, never a crash
-                raise ImageDecodeError("not a readable image", f"{path}: {e}") from None
+                # A file cut inside its header fails here already; name it as truncation.
+                reason = "truncated or corrupt image" if "truncat" in str(e).lower() else "not a readable image"
+                raise ImageDecodeError(reason, f"{path}: {e}") from None
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageDecodeError("image has no pixels", f"{w}x{h}")

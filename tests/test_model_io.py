@@ -1,0 +1,174 @@
+"""Model folders: bit-exact round trips for every architecture, strict and safe loading."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from metaug_features import (
+    ConfigError,
+    EncoderConfig,
+    WeightsError,
+    build_encoder,
+    load_encoder,
+    save_pretrained,
+)
+from metaug_features.model_io import load_model_dir
+
+
+def _randomise_bn(enc):
+    # Fresh BN layers have mean 0 / var 1, which would hide a lost running statistic.
+    g = torch.Generator().manual_seed(1)
+    for m in enc.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.num_batches_tracked.fill_(7)
+    return enc
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        EncoderConfig(architecture="alexnet32", width=0.5),
+        EncoderConfig(architecture="alexnet224", views=("l", "ab")),
+        EncoderConfig(architecture="resnet50", views=("l",), stem="cifar"),
+        EncoderConfig(architecture="alexnet32", width=0.25, ori_space="rgb", truncate_after="conv"),
+    ],
+    ids=["alexnet32", "alexnet224", "resnet50", "alexnet32-rgb-truncated"],
+)
+def test_round_trip_gives_bit_identical_features(cfg, cifar_images, tmp_path):
+    torch.manual_seed(0)
+    enc = _randomise_bn(build_encoder(cfg)).eval()
+    save_pretrained(enc, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = load_encoder(tmp_path / "m")
+    assert loaded.config == enc.config and not loaded.training
+    files = sorted((cifar_images / "test").rglob("*.jpg"))[:6]
+    for layer in enc.layers:
+        assert torch.equal(enc.extract(files, layer), loaded.extract(files, layer))
+    for (k, a), (k2, b) in zip(enc.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+
+
+def test_float16_storage_halves_size_with_small_error(tmp_path):
+    torch.manual_seed(0)
+    enc = build_encoder(architecture="alexnet32", width=0.5).eval()
+    save_pretrained(enc, tmp_path / "f32")
+    save_pretrained(enc, tmp_path / "f16", weights_dtype="float16")
+    s32 = (tmp_path / "f32" / "model.safetensors").stat().st_size
+    s16 = (tmp_path / "f16" / "model.safetensors").stat().st_size
+    assert s16 < 0.55 * s32
+    half = load_encoder(tmp_path / "f16")
+    assert half.config.weights_dtype == "float16" and next(half.parameters()).dtype == torch.float32
+    x = torch.randn(8, 3, 32, 32)
+    err = (half(x, "fc") - enc(x, "fc")).abs().max() / enc(x, "fc").abs().max()
+    assert 0 < err < 1e-2
+
+
+@pytest.fixture
+def folder(tmp_path):
+    torch.manual_seed(0)
+    enc = build_encoder(architecture="alexnet32", width=0.125, views=("l", "ab"))
+    return save_pretrained(enc, tmp_path / "m")
+
+
+def _edit_weights(folder, fn):
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    fn(tensors)
+    save_file(tensors, path)
+
+
+def test_pickle_only_folder_is_refused_without_loading(folder):
+    (folder / "model.safetensors").unlink()
+    marker = folder / "executed"
+    # A pickle that would create a file if it were ever unpickled.
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(WeightsError, match="never loads pickles"):
+        load_encoder(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.pop("halves.l.conv1.0.weight"), "missing"),
+        (lambda t: t.update(extra=torch.zeros(3)), "unexpected"),
+        (lambda t: t.update({"halves.l.conv1.0.weight": torch.zeros(1, 1, 5, 5)}), "shape"),
+        (lambda t: t.update({"halves.l.conv1.0.weight": t["halves.l.conv1.0.weight"].double()}), "float64"),
+        (lambda t: t.update({"halves.l.conv1.0.weight": t["halves.l.conv1.0.weight"] * float("nan")}), "NaN"),
+    ],
+    ids=["missing", "extra", "shape", "dtype", "nan"],
+)
+def test_mismatched_weights_name_the_tensor(folder, edit, message):
+    _edit_weights(folder, edit)
+    with pytest.raises(WeightsError, match=message):
+        load_encoder(folder)
+
+
+def test_garbage_weights_file(folder):
+    (folder / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(WeightsError, match="not a valid safetensors"):
+        load_encoder(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c.pop("architecture"), "architecture"),
+        (lambda c: c.update(architecture="vit"), "architecture"),
+        (lambda c: c.update(width="0.5"), "width"),
+        (lambda c: c.update(input_size=10**7), "input_size"),
+        (lambda c: c.update(colour="lab"), "colour"),
+    ],
+)
+def test_bad_config_names_the_key(folder, edit, key):
+    cfg = json.loads((folder / "config.json").read_text())
+    edit(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=key):
+        load_encoder(folder)
+
+
+def test_missing_and_malformed_config(folder):
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_encoder(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_encoder(folder)
+
+
+def test_sharded_weights_with_index_load_identically(folder):
+    enc = load_model_dir(folder)
+    tensors = load_file(folder / "model.safetensors")
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for fname, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, folder / fname)
+    (folder / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    sharded = load_model_dir(folder)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, sharded.state_dict()[k])
+    index["weight_map"][names[0]] = "../outside.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match="inside the folder"):
+        load_model_dir(folder)
+
+
+def test_card_is_written_and_parses(folder):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "metaug-features"
