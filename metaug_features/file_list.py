@@ -175,8 +175,8 @@ def collect_files(paths: Sequence[str | os.PathLike], exclude: str | os.PathLike
     by_rel: dict[str, FileEntry] = {}
     for p in abs_paths:
         if os.path.isdir(p):
-            if excl and _inside(p, excl):
-                continue
+            if p == excl:
+                continue  # the output folder itself is never an input
             for e in _walk(p, root, excl):
                 by_rel.setdefault(e.rel, e)  # an overlapping argument lists a file once
         else:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet50
 
 
 class ResNet50Half(nn.Module):
     def __init__(self, in_channels: int, stem: str, embedding_dim: int, kept_layers: tuple[str, ...]) -> None:
         super().__init__()
+        # Imported here: torchvision.models costs seconds at import, and most users load AlexNets.
+        from torchvision.models import resnet50
+
         trunk = resnet50(weights=None)
         if stem == "cifar":
             trunk.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)

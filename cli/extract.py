@@ -1,0 +1,130 @@
+"""``metaug-extract``: frozen features for folders of images (parses options, calls
+:func:`metaug_features.extract.extract_features` or :func:`~metaug_features.extract.merge_shards`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from metaug_features.errors import MetAugError
+from metaug_features.preprocess import DEFAULT_MAX_PIXELS
+from metaug_features.extract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    ExtractSummary,
+    StrictModeError,
+    default_workers,
+    extract_features,
+    merge_shards,
+)
+
+HELP = f"""Extract frozen features of every image under PATH... into a feature folder.
+
+\b
+Files: folders are walked recursively; rows follow the relative paths (relative to the
+deepest folder containing all PATHs, '/'-separated) sorted by their bytes. The label of a
+row is its parent folder name ("" for files directly in that root). Hidden names (starting
+with '.') are ignored; files found in folders without an image extension (jpg jpeg png ppm
+bmp pgm tif tiff webp gif) are not decoded but listed in skipped.csv; a file named on the
+command line is always decoded.
+
+\b
+Output (--output, default ./features):
+  features.npy | features.safetensors   float32 [N, D]
+  manifest.csv    row,path,label
+  skipped.csv     path,reason  (unreadable, truncated, empty, non-image, too large, ...)
+  extract.json    model, config, layer, file-list hash, shard, arguments
+Files are written atomically; extract.json last (a folder with it is complete).
+
+\b
+Bad files are skipped, never fatal, and listed in skipped.csv with a reason:
+  empty file | truncated or corrupt image | not a readable image (e.g. text
+  named .jpg) | decompression bomb (too many pixels; limit {DEFAULT_MAX_PIXELS:,}) |
+  permission denied | cannot read file | not a regular file (FIFO, device) |
+  not an image file extension.
+Grayscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and EXIF-rotated
+images are converted to upright 8-bit RGB. Non-UTF-8 file names are kept byte-exact
+(CSV files use UTF-8 with surrogate escapes). Errors (exit 2, no output): a missing
+PATH, an empty folder, no readable image, an output folder that is not writable or
+holds another extraction, an unknown --layer, --strict with any skipped file.
+
+\b
+Resume: a run that is killed keeps its finished chunks in OUTPUT/.partial/; the same
+command again continues where it stopped and ends with output identical to an
+uninterrupted run. Another command into the same folder is refused (use --overwrite or a
+new --output).
+
+\b
+Scale-out: --shard I/N (I = 0..N-1) computes a contiguous 1/N of the sorted file list, e.g.
+in a Slurm array:  metaug-extract --model M --shard $SLURM_ARRAY_TASK_ID/8 --output out/s$SLURM_ARRAY_TASK_ID data/
+then join:         metaug-extract --merge --output out/all out/s*
+With --merge, PATH... are the shard output folders and --model is not used; the merged
+folder is byte-identical to a single run's.
+
+\b
+Exit codes: 0 done; 2 error (bad argument, no readable image, --strict with skipped
+files); 130 interrupted (run again to resume).
+"""
+
+
+def _report(summary: ExtractSummary, quiet: bool) -> None:
+    if quiet:
+        return
+    if summary.already_complete:
+        click.echo(f"{summary.output}: already complete ({summary.num_rows} rows); nothing to do")
+        return
+    resumed = f", {summary.chunks_resumed} of {summary.chunks_total} chunks resumed" if summary.chunks_resumed else ""
+    click.echo(
+        f"wrote {summary.num_rows} x {summary.dim} features to {summary.output} "
+        f"({summary.num_skipped} skipped{resumed}; {summary.seconds:.1f} s)"
+    )
+    if summary.skipped:
+        for path, reason in summary.skipped[:10]:
+            click.echo(f"  skipped {path}: {reason}", err=True)
+        more = len(summary.skipped) - 10
+        click.echo(f"  {'... and ' + str(more) + ' more; ' if more > 0 else ''}all listed in {summary.output / 'skipped.csv'}", err=True)
+
+
+@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "model_ref", metavar="REF", help="Model folder, alias or Hub id[@revision] (not with --merge).")
+@click.option("--layer", default=None, help="Feature layer (default: the model's default layer).")
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Images per forward pass.")
+@click.option("--workers", default=None, type=int, help=f"Decoding worker processes; 0 decodes in the main process. [default: min(4, cores) = {default_workers()}]")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]), help="auto = cuda when available.")
+@click.option("--output", "-o", default="features", show_default=True, help="Feature folder to write.")
+@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "safetensors"]), help="Features file format.")
+@click.option("--strict", is_flag=True, help="Fail (exit 2, no output) if any file would be skipped.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different extraction.")
+@click.option("--shard", default=None, metavar="I/N", help="Compute only shard I of N (0 <= I < N) of the sorted file list.")
+@click.option("--merge", is_flag=True, help="Join shard output folders (given as PATH...) into --output.")
+@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, type=int, hidden=True, help="Files per resume chunk (advanced).")
+def main(paths, model_ref, layer, batch_size, workers, device, output, fmt, strict, quiet, overwrite, shard, merge, chunk_size) -> None:
+    try:
+        if merge:
+            if model_ref or shard:
+                raise MetAugError("--merge joins finished shard folders; do not pass --model or --shard with it")
+            summary = merge_shards(paths, output, fmt=fmt, overwrite=overwrite)
+        else:
+            if not model_ref:
+                raise MetAugError("--model is required (a model folder, alias or Hub id)")
+            summary = extract_features(
+                model_ref, paths, output, layer=layer, batch_size=batch_size, workers=workers, device=device,
+                fmt=fmt, strict=strict, shard=shard, chunk_size=chunk_size, overwrite=overwrite, progress=not quiet,
+            )
+    except StrictModeError as e:
+        click.echo(f"Error: {e}", err=True)  # the list of skipped files follows the first line
+        sys.exit(2)
+    except MetAugError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished chunks are kept in {output}/.partial, run the same command again to resume", err=True)
+        sys.exit(130)
+    _report(summary, quiet)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,377 @@
+"""Losses and the MetAug objective against naive loops transcribed from SPEC section 4.
+
+Every reference below loops over anchors and their positives / negatives one score at a time
+in float64 Python arithmetic; the library code is vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metaug_training.losses import (
+    NCELoss,
+    estimate_nce_normalizers,
+    infonce_loss,
+    margin_regularizer,
+    margin_thresholds,
+    nce_loss,
+    oucl_loss,
+)
+from metaug_training.memory_bank import MemoryBank
+from metaug_training.objective import (
+    ObjectiveConfig,
+    OUCLOptions,
+    metaug_objective,
+    resolve_aug_terms,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tests use tiny tensors: on the shared 2-core machine, torch's thread pool under
+    contention made them ~100x slower (spin-waiting); one intra-op thread avoids that."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def random_scores(t: int, b: int, k: int, seed: int, requires_grad: bool = False) -> list[torch.Tensor]:
+    """T tensors [B, K+1] of scores in [-1, 1], float64."""
+    g = torch.Generator().manual_seed(seed)
+    out = [(torch.rand(b, k + 1, generator=g, dtype=torch.float64) * 2 - 1) for _ in range(t)]
+    if requires_grad:
+        for s in out:
+            s.requires_grad_(True)
+    return out
+
+
+# --------------------------------------------------------------------------- naive references
+def naive_oucl(scores, beta=16.0, margin=None, weighting="none", gamma=0.4, phi_dec=6.0):
+    """SPEC 4 OUCL, one anchor at a time. Returns a torch scalar built from per-element torch
+    ops (so gradients can be compared); the adaptive weights are Python floats (detached)."""
+    b, kp1 = scores[0].shape
+    d_p, d_n = (0.0, 0.0) if margin is None else (1.0 - margin, margin)
+    total = 0.0
+    for i in range(b):
+        pos = [(s[i, 0] + 1) / 2 for s in scores]
+        neg = [(s[i, j] + 1) / 2 for s in scores for j in range(1, kp1)]
+        neg_terms, pos_terms = [], []
+        for n in neg:
+            a_n = max(0.0, float(n.detach()) + gamma) / phi_dec if weighting == "adaptive" else 1.0
+            neg_terms.append(torch.exp(beta * a_n * (n - d_n)))
+        for p in pos:
+            a_p = max(0.0, 1.0 + gamma - float(p.detach())) / phi_dec if weighting == "adaptive" else 1.0
+            pos_terms.append(torch.exp(-beta * a_p * (p - d_p)))
+        lse_n = torch.log(sum(neg_terms))
+        lse_p = torch.log(sum(pos_terms))
+        total = total + torch.log1p(torch.exp(lse_n + lse_p))
+    return (16.0 / beta) * total / b
+
+
+def naive_infonce(scores, temperature):
+    total = 0.0
+    for s in scores:
+        s = s.detach()
+        b, kp1 = s.shape
+        acc = 0.0
+        for i in range(b):
+            row = [float(s[i, j]) / temperature for j in range(kp1)]
+            acc += -row[0] + math.log(sum(math.exp(r) for r in row))
+        total += acc / b
+    return total
+
+
+def naive_nce(scores, zs, n_data, temperature, eps=1e-7):
+    total = 0.0
+    for s, z in zip(scores, zs):
+        b, kp1 = s.shape
+        k = kp1 - 1
+        kpn = k / n_data
+        acc = 0.0
+        for i in range(b):
+            p0 = math.exp(float(s[i, 0]) / temperature) / z
+            acc += math.log(p0 / (p0 + kpn + eps))
+            for j in range(1, kp1):
+                pj = math.exp(float(s[i, j]) / temperature) / z
+                acc += math.log(kpn / (pj + kpn + eps))
+        total += -acc / b
+    return total
+
+
+def naive_z(scores, n_data, temperature):
+    out = []
+    for s in scores:
+        vals = [math.exp(float(v) / temperature) for v in s.flatten()]
+        out.append(n_data * sum(vals) / len(vals))
+    return out
+
+
+def naive_margin_reg(orig, aug, mode, c):
+    b, kp1 = orig[0].shape
+    pos_terms, neg_terms = [], []
+    for i in range(b):
+        min_pos = min(float(s[i, 0]) for s in orig)
+        max_neg = max(float(s[i, j]) for s in orig for j in range(1, kp1))
+        if mode == "large":
+            sp, sn = min(min_pos, max_neg), max(min_pos, max_neg)
+        elif mode == "small":
+            sp, sn = max(min_pos, max_neg), min(min_pos, max_neg)
+        else:
+            sp = sn = (min_pos + max_neg) / 2
+        for a in aug:
+            pos_terms.append(max(0.0, float(a[i, 0]) - sp))
+            for j in range(1, kp1):
+                neg_terms.append(max(0.0, sn - float(a[i, j])))
+    return c * sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+
+
+# --------------------------------------------------------------------------- OUCL
+OUCL_CASES = [
+    dict(),  # defaults: beta 16, D = 0, a = 1
+    dict(beta=8.0),  # the (16 / beta) scale
+    dict(margin=0.25),  # D_p = 0.75, D_n = 0.25
+    dict(weighting="adaptive"),  # gamma 0.4, phi_dec 6
+    dict(weighting="adaptive", gamma=0.1, phi_dec=2.0, margin=0.3, beta=20.0),
+]
+
+
+@pytest.mark.parametrize("opts", OUCL_CASES, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
+@pytest.mark.parametrize("t", [2, 6])
+def test_oucl_matches_naive_loop_value_and_gradient(opts, t):
+    scores = random_scores(t, b=5, k=7, seed=10 + t, requires_grad=True)
+    ours = oucl_loss(scores, **opts)
+    ref = naive_oucl(scores, **opts)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g_ours = torch.autograd.grad(ours, scores)
+    g_ref = torch.autograd.grad(ref, scores)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_oucl_options_change_the_value():
+    scores = random_scores(6, b=4, k=9, seed=3)
+    base = oucl_loss(scores)
+    assert not torch.isclose(base, oucl_loss(scores, margin=0.25))
+    assert not torch.isclose(base, oucl_loss(scores, weighting="adaptive"))
+    assert not torch.isclose(base, oucl_loss(scores, beta=32.0))
+
+
+def test_oucl_adaptive_weights_are_detached():
+    """With detached weights the gradient is that of the loss with a_p, a_n frozen at their
+    values; if the weights were differentiated the gradient would differ."""
+    scores = random_scores(2, b=3, k=4, seed=5, requires_grad=True)
+    ours = torch.autograd.grad(oucl_loss(scores, weighting="adaptive"), scores)
+
+    def attached(scores):  # weights NOT detached: a different (wrong) gradient
+        st = (torch.stack(scores, 1) + 1) / 2
+        pos, neg = st[:, :, 0], st[:, :, 1:].reshape(st.shape[0], -1)
+        a_p = torch.clamp(1.4 - pos, min=0) / 6
+        a_n = torch.clamp(neg + 0.4, min=0) / 6
+        l = torch.nn.functional.softplus(torch.logsumexp(16 * a_n * neg, 1) + torch.logsumexp(-16 * a_p * pos, 1))
+        return l.mean()
+
+    wrong = torch.autograd.grad(attached(scores), scores)
+    torch.testing.assert_close(oucl_loss(scores, weighting="adaptive"), attached(scores))
+    assert max((a - b).abs().max() for a, b in zip(ours, wrong)) > 1e-3
+
+
+def test_oucl_float32_matches_float64():
+    scores = random_scores(6, b=16, k=256, seed=1)
+    l64 = oucl_loss(scores)
+    l32 = oucl_loss([s.float() for s in scores])
+    assert l32.dtype == torch.float32
+    torch.testing.assert_close(l32.double(), l64, rtol=1e-5, atol=1e-5)
+
+
+def test_oucl_bad_options():
+    s = random_scores(2, 2, 3, 0)
+    with pytest.raises(ValueError):
+        oucl_loss(s, weighting="circle")
+    with pytest.raises(ValueError):
+        oucl_loss(s, beta=0.0)
+    with pytest.raises(ValueError):
+        oucl_loss([s[0], s[1][:, :3]])
+
+
+# --------------------------------------------------------------------------- CMC losses
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_infonce_matches_naive_loop(temperature):
+    scores = random_scores(2, b=6, k=11, seed=7, requires_grad=True)
+    ours = infonce_loss(scores, temperature)
+    assert ours.item() == pytest.approx(naive_infonce(scores, temperature), rel=1e-12)
+    # gradient of CE w.r.t. logits: softmax - onehot, divided by B and T
+    (g,) = torch.autograd.grad(ours, scores[0])
+    expect = torch.softmax(scores[0].detach() / temperature, 1)
+    expect[:, 0] -= 1
+    torch.testing.assert_close(g, expect / (temperature * 6))
+
+
+def test_nce_matches_naive_loop():
+    n_data = 500
+    first = random_scores(2, b=6, k=9, seed=8)
+    later = random_scores(2, b=6, k=9, seed=9)
+    z_ref = naive_z(first, n_data, 0.07)
+    z = estimate_nce_normalizers(first, n_data, 0.07)
+    torch.testing.assert_close(z, torch.tensor(z_ref, dtype=torch.float64), rtol=1e-12, atol=0)
+    ours = nce_loss(later, z, n_data, 0.07)
+    assert ours.item() == pytest.approx(naive_nce(later, z_ref, n_data, 0.07), rel=1e-12)
+
+
+def test_nce_module_estimates_constants_once_and_keeps_them():
+    n_data = 300
+    first = random_scores(2, b=4, k=5, seed=11)
+    later = random_scores(2, b=4, k=5, seed=12)
+    crit = NCELoss(n_data, num_tensors=2).double()
+    assert not crit.initialized
+    l1 = crit(first)
+    z_ref = naive_z(first, n_data, 0.07)
+    assert crit.initialized
+    assert l1.item() == pytest.approx(naive_nce(first, z_ref, n_data, 0.07), rel=1e-12)
+    l2 = crit(later)  # uses the first batch's constants, not re-estimated
+    assert l2.item() == pytest.approx(naive_nce(later, z_ref, n_data, 0.07), rel=1e-12)
+    assert l2.item() != pytest.approx(naive_nce(later, naive_z(later, n_data, 0.07), n_data, 0.07), rel=1e-6)
+    # the constants survive a state_dict round trip (resume)
+    other = NCELoss(n_data, num_tensors=2).double()
+    assert not other.initialized
+    other.load_state_dict(crit.state_dict())
+    assert other.initialized and torch.equal(other.normalizers, crit.normalizers)
+    # loading an unset state makes it estimate again
+    crit.load_state_dict(NCELoss(n_data, num_tensors=2).double().state_dict())
+    assert not crit.initialized
+    crit(later)
+    torch.testing.assert_close(crit.normalizers, torch.tensor(naive_z(later, n_data, 0.07), dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- regulariser R
+@pytest.mark.parametrize("mode", ["large", "medium", "small"])
+@pytest.mark.parametrize("c", [1e-4, 1.0])
+def test_margin_regularizer_matches_naive_loop(mode, c):
+    # originals look like a trained model's: positives in [0, 1], negatives in [-1, 0.6]
+    orig = random_scores(6, b=5, k=8, seed=21)
+    for o in orig:
+        o[:, 0] = (o[:, 0] + 1) / 2
+        o[:, 1:] = o[:, 1:] * 0.8 - 0.2
+    aug = random_scores(6, b=5, k=8, seed=22)
+    ours = margin_regularizer(orig, aug, mode=mode, c=c)
+    ref = naive_margin_reg(orig, aug, mode, c)
+    assert ours.item() == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    # the positive part is active in this draw (otherwise c would be untested)
+    assert naive_margin_reg(orig, aug, mode, 1.0) != pytest.approx(naive_margin_reg(orig, aug, mode, 0.0))
+
+
+def test_margin_modes_differ_and_thresholds_order():
+    orig = random_scores(2, b=8, k=6, seed=31)
+    lo_p, hi_n = margin_thresholds(orig, "large")
+    hi_p, lo_n = margin_thresholds(orig, "small")
+    mid_p, mid_n = margin_thresholds(orig, "medium")
+    assert torch.all(lo_p <= hi_n) and torch.equal(lo_p, lo_n) and torch.equal(hi_p, hi_n)
+    torch.testing.assert_close(mid_p, (lo_p + hi_p) / 2)
+    assert torch.equal(mid_p, mid_n)
+    aug = random_scores(2, b=8, k=6, seed=32)
+    values = {m: margin_regularizer(orig, aug, m, c=1.0).item() for m in ("large", "medium", "small")}
+    assert len(set(values.values())) == 3
+
+
+def test_margin_regularizer_threshold_gradient_option():
+    orig = random_scores(2, b=4, k=5, seed=41, requires_grad=True)
+    aug = random_scores(2, b=4, k=5, seed=42, requires_grad=True)
+    g_free = torch.autograd.grad(margin_regularizer(orig, aug, c=1.0), orig)
+    g_det = torch.autograd.grad(margin_regularizer(orig, aug, c=1.0, detach_thresholds=True), orig,
+                                allow_unused=True)
+    assert sum(g.abs().sum() for g in g_free) > 0
+    assert all(g is None or g.abs().sum() == 0 for g in g_det)
+
+
+# --------------------------------------------------------------------------- objective
+VIEWS3 = ("l", "ab", "ori")
+
+
+def _setup(views=VIEWS3, b=6, k=7, n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bank = MemoryBank(views, n, dim=16, num_negatives=k, generator=g, scoring="gather").double()
+    idx = torch.randperm(n, generator=g)[:b]
+    sidx = bank.sample(idx, generator=g)
+    z = {v: torch.nn.functional.normalize(torch.randn(b, 16, generator=g, dtype=torch.float64), dim=1) for v in views}
+    zh = {v: torch.nn.functional.normalize(torch.randn(b, 16, generator=g, dtype=torch.float64), dim=1) for v in views}
+    return bank, idx, sidx, z, zh
+
+
+def _direct_loss(bank, z, sidx, opts=OUCLOptions()):
+    """L(z): score every pair from scratch with the given anchors and apply OUCL."""
+    s = bank.scores(z, sidx)
+    return opts([s[p] for p in bank.pairs])
+
+
+def test_resolve_aug_terms():
+    assert resolve_aug_terms("code", VIEWS3) == (("l",), ("ab",), ("ori",), ("l", "ab", "ori"))
+    assert resolve_aug_terms("paper", VIEWS3) == (("l", "ab", "ori"),)
+    assert resolve_aug_terms("code", ("l", "ab")) == (("l",), ("ab",), ("l", "ab"))
+    assert resolve_aug_terms("none", VIEWS3) == ()
+    assert resolve_aug_terms([["ab", "l"], "ori"], VIEWS3) == (("l", "ab"), ("ori",))
+    with pytest.raises(ValueError):
+        resolve_aug_terms([["rgb"]], VIEWS3)
+    with pytest.raises(ValueError):
+        resolve_aug_terms("all", VIEWS3)
+
+
+@pytest.mark.parametrize("opts", [OUCLOptions(), OUCLOptions(margin=0.2, weighting="adaptive")])
+def test_objective_code_terms_equal_explicit_recomputation(opts):
+    bank, idx, sidx, z, zh = _setup()
+    for t in list(z.values()) + list(zh.values()):
+        t.requires_grad_(True)
+    before = bank.bank.clone()
+    cfg = ObjectiveConfig(loss=opts, delta=0.3, alpha=0.7, reg_where="mag")
+    total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase="encoder")
+    # code: L(z_l,z_ab,z_ori) + delta*[L(^l,ab,ori) + L(l,^ab,ori) + L(l,ab,^ori) + L(^l,^ab,^ori)]
+    terms = [
+        {"l": zh["l"], "ab": z["ab"], "ori": z["ori"]},
+        {"l": z["l"], "ab": zh["ab"], "ori": z["ori"]},
+        {"l": z["l"], "ab": z["ab"], "ori": zh["ori"]},
+        dict(zh),
+    ]
+    expect = _direct_loss(bank, z, sidx, opts) + 0.3 * sum(_direct_loss(bank, t, sidx, opts) for t in terms)
+    torch.testing.assert_close(total, expect, rtol=1e-13, atol=1e-13)
+    assert set(logs) == {"loss_orig", "loss_aug/l", "loss_aug/ab", "loss_aug/ori", "loss_aug/l+ab+ori", "total"}
+    torch.testing.assert_close(logs["loss_aug/ab"], _direct_loss(bank, terms[1], sidx, opts))
+    total.backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in list(z.values()) + list(zh.values()))
+    assert torch.equal(bank.bank, before)  # the objective never writes to the bank
+
+
+def test_objective_paper_term_and_regulariser_placement():
+    bank, idx, sidx, z, zh = _setup(seed=4)
+    s_orig = bank.scores(z, sidx)
+    s_aug = bank.scores(zh, sidx)
+    reg = margin_regularizer([s_orig[p] for p in bank.pairs], [s_aug[p] for p in bank.pairs], "medium", c=0.5)
+    base = _direct_loss(bank, z, sidx) + 0.25 * _direct_loss(bank, zh, sidx)
+    for where, phase, has_reg in [("mag", "encoder", False), ("mag", "mag", True), ("both", "encoder", True),
+                                  ("both", "mag", True), ("off", "mag", False), ("off", "encoder", False)]:
+        cfg = ObjectiveConfig(delta=0.25, alpha=2.0, aug_terms="paper", reg_mode="medium", reg_c=0.5, reg_where=where)
+        total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase=phase)
+        expect = base + 2.0 * reg if has_reg else base
+        torch.testing.assert_close(total, expect, rtol=1e-13, atol=1e-13)
+        assert ("reg" in logs) == has_reg
+
+
+def test_objective_without_mag_and_with_custom_loss():
+    bank, idx, sidx, z, zh = _setup(views=("l", "ab"), seed=5)
+    total, logs = metaug_objective(z, None, bank, sidx, ObjectiveConfig())
+    torch.testing.assert_close(total, _direct_loss(bank, z, sidx))
+    cfg = ObjectiveConfig(loss=lambda s: infonce_loss(s, 0.1), delta=1.0, aug_terms=[("ab",)], reg_where="off")
+    total, _ = metaug_objective(z, zh, bank, sidx, cfg)
+    s0 = bank.scores(z, sidx)
+    s1 = bank.scores({"l": z["l"], "ab": zh["ab"]}, sidx)
+    expect = infonce_loss([s0[p] for p in bank.pairs], 0.1) + infonce_loss([s1[p] for p in bank.pairs], 0.1)
+    torch.testing.assert_close(total, expect)
+
+
+def test_objective_defaults_match_spec():
+    cfg = ObjectiveConfig()
+    assert (cfg.delta, cfg.alpha, cfg.aug_terms, cfg.reg_mode, cfg.reg_c, cfg.reg_where) == (
+        1e-5, 1e-11, "code", "large", 1e-4, "mag")
+    o = OUCLOptions()
+    assert (o.beta, o.margin, o.weighting, o.gamma, o.phi_dec) == (16.0, None, "none", 0.4, 6.0)

@@ -1,0 +1,65 @@
+"""Training checkpoint -> inference model folder (config.json + model.safetensors + README.md).
+
+The folder is written with the library's ``save_pretrained``, so ``load_encoder`` and
+``metaug-extract`` read exactly what training produced. The encoder's ``EncoderConfig`` gets a
+``provenance`` record: method, dataset, epochs and steps trained, the git commit of the run,
+and the options that change what the features mean (loss, meta_every, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metaug_features.config import EncoderConfig
+from metaug_features.model import MetAugEncoder
+from metaug_features.model_io import save_pretrained
+
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+
+
+def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: str, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The training record stored in the exported config (plain JSON values)."""
+    rec: dict[str, Any] = {
+        "method": cfg.method,
+        "dataset": dataset.get("name", Path(cfg.data.path).name),
+        "split": cfg.data.split,
+        "num_samples": int(dataset.get("num_samples", 0)),
+        "epochs": round(step / max(steps_per_epoch, 1), 3),
+        "steps": int(step),
+        "batch_size": cfg.optim.batch_size,
+        "git_sha": git_commit,
+        "num_negatives": cfg.bank.num_negatives,
+        "seed": cfg.run.seed,
+    }
+    if cfg.method == "cmc":
+        rec["loss"] = f"{cfg.loss.cmc} (T={cfg.loss.temperature})"
+    else:
+        rec["loss"] = f"oucl (beta={cfg.loss.beta}, margin={cfg.loss.margin}, weighting={cfg.loss.weighting})"
+    if cfg.method == "metaug":
+        rec["meta_every"] = cfg.metaug.meta_every
+        rec["delta"] = cfg.metaug.delta
+        rec["alpha"] = cfg.metaug.alpha
+    return rec
+
+
+def export_encoder(encoder: MetAugEncoder, cfg: TrainConfig, out_dir: str | Path, prov: dict[str, Any]) -> Path:
+    """Write ``encoder``'s weights with ``cfg``'s encoder config plus ``prov`` as a model folder."""
+    config: EncoderConfig = cfg.encoder_config(provenance=prov)
+    clean = MetAugEncoder(config)
+    # Same architecture, new config (provenance); weights copied exactly, on the CPU.
+    clean.load_state_dict({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, strict=True)
+    return save_pretrained(clean.eval(), out_dir)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """``metaug-export CHECKPOINT OUT_DIR``: rebuild the encoder of a training checkpoint and
+    save it as an inference model folder. Returns ``out_dir``."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    encoder = MetAugEncoder(cfg.encoder_config())
+    encoder.load_state_dict(ckpt["encoder"], strict=True)
+    prov = provenance(cfg, int(ckpt["step"]), int(ckpt["steps_per_epoch"]), str(ckpt.get("git_commit", "unknown")),
+                      dict(ckpt.get("dataset", {})))
+    return export_encoder(encoder, cfg, out_dir, prov)

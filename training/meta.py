@@ -1,0 +1,194 @@
+"""The MAG meta step (SPEC section 6, step 2): second-order gradients for the MAGs.
+
+Given the (already updated) encoder parameters theta' and a minibatch x:
+
+1. ``z = f(theta'; x)``, ``z^ = MAG(z)``, ``L_in = L_tot(z, z^)`` (the encoder-step loss);
+2. ``g = dL_in/dtheta`` with ``create_graph=True`` -- g depends on the MAG parameters phi
+   through the augmented terms (``delta * L(z^)``) and R (when it is in the encoder loss);
+3. fast weights ``theta* = theta' - eta_in * g``;
+4. ``z* = f(theta*; x)``, ``L_out = L_tot(z*, MAG(z*)) (+ alpha * R)`` (the MAG loss);
+5. ``dL_out/dphi`` through both paths: directly through ``MAG(z*)`` and, second order,
+   through ``theta*(phi) = theta' - eta_in * g(phi)``.
+
+Both encoder forwards use :func:`torch.func.functional_call` in train mode (BN on batch
+statistics) with *copies* of every buffer, so BN ``running_mean``, ``running_var`` and
+``num_batches_tracked`` of the encoder -- and of the MAGs -- are left exactly as they were. No
+``.grad`` field is written, no optimiser is stepped, the memory bank is only read (by the loss
+closures): the caller sets the returned gradients on the MAG parameters (:func:`set_gradients`),
+all-reduces them under DDP, and steps the MAG optimiser. Under DDP, pass the unwrapped module
+(``ddp.module``); g is then the per-rank inner gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .objective import metaug_objective
+
+Features = dict[str, Tensor]
+PairLoss = Callable[[Features, Features], Tensor]
+
+
+class _MethodCall(nn.Module):
+    """Wraps ``module`` so that ``forward`` calls ``module.<method>``; functional_call only
+    ever calls ``forward``. Parameter names get the prefix ``"m."``."""
+
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        self.m = module
+        self.method = method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.m, self.method)(*args)
+
+
+class _ApplyMags(nn.Module):
+    """``{view: z} -> {view: MAG_view(z)}`` as one module (for functional_call)."""
+
+    def __init__(self, mags: nn.ModuleDict) -> None:
+        super().__init__()
+        self.mags = mags
+
+    def forward(self, z: Mapping[str, Tensor]) -> Features:
+        missing = [v for v in z if v not in self.mags]
+        if missing:
+            raise ValueError(f"no MAG for view(s) {missing}")
+        return {v: self.mags[v](t) for v, t in z.items()}
+
+
+@contextmanager
+def _train_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in train mode (BN batch statistics) and restore every submodule's flag."""
+    saved = [(m, m.training) for mod in modules for m in mod.modules()]
+    try:
+        for mod in modules:
+            mod.train()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def _buffer_copies(module: nn.Module) -> dict[str, Tensor]:
+    # BN in train mode writes running stats in place into whatever buffers it is given;
+    # handing it clones keeps the real buffers untouched.
+    return {n: b.clone() for n, b in module.named_buffers()}
+
+
+def _call(module: nn.Module, params: Mapping[str, Tensor], x: Any) -> Any:
+    frozen = {n: p for n, p in module.named_parameters() if n not in params}
+    return functional_call(module, (dict(params), frozen, _buffer_copies(module)), (x,))
+
+
+def mag_meta_gradients(
+    encoder: nn.Module,
+    mags: nn.ModuleDict,
+    x: Any,
+    loss_fn: PairLoss,
+    inner_lr: float = 1e-3,
+    outer_loss_fn: PairLoss | None = None,
+    first_order: bool = False,
+    method: str = "embed",
+) -> tuple[dict[str, Tensor], Tensor]:
+    """MAG gradients of the meta step (SPEC 6 step 2; see module docstring for the maths).
+
+    Args:
+        encoder: module with ``encoder.<method>(x) -> {view: [B, d]}`` (MetAugEncoder.embed).
+            Its trainable parameters are theta'; frozen ones (``requires_grad=False``) stay
+            fixed in theta*.
+        mags: ``nn.ModuleDict`` view -> MAG (phi).
+        x: the minibatch, passed as is to ``encoder.<method>``.
+        loss_fn: ``(z, z_hat) -> scalar``, the encoder-step L_tot used for g.
+        inner_lr: eta_in (SPEC default 1e-3, the code's; the paper uses the encoder lr).
+        outer_loss_fn: ``(z*, z_hat*) -> scalar`` MAG loss; defaults to ``loss_fn``. With
+            ``reg_where="mag"`` it differs from ``loss_fn`` by ``alpha * R``
+            (:func:`metaug_meta_step` builds both).
+        first_order: if True, g is treated as a constant (no ``create_graph``): the
+            first-order approximation, for ablations and tests only.
+        method: name of the encoder method that returns the embeddings.
+
+    Returns:
+        ``(grads, mag_loss)``: ``grads`` maps every trainable MAG parameter name (as in
+        ``mags.named_parameters()``) to its gradient (zeros when unused), ``mag_loss`` is the
+        detached outer loss.
+    """
+    if inner_lr < 0:
+        raise ValueError(f"inner_lr must be >= 0, got {inner_lr}")
+    outer_loss_fn = loss_fn if outer_loss_fn is None else outer_loss_fn
+    enc = _MethodCall(encoder, method)
+    apply_mags = _ApplyMags(mags)
+    theta = {n: p for n, p in enc.named_parameters() if p.requires_grad}
+    phi = {n: p for n, p in apply_mags.named_parameters() if p.requires_grad}
+    if not phi:
+        raise ValueError("the MAGs have no trainable parameters")
+
+    with _train_mode(encoder, mags), torch.enable_grad():
+        z = _call(enc, theta, x)
+        l_in = loss_fn(z, _call(apply_mags, phi, z))
+        g = torch.autograd.grad(l_in, list(theta.values()), create_graph=not first_order,
+                                allow_unused=True)
+        # theta' itself is a constant w.r.t. phi: detach it so the graph only keeps g's path.
+        fast = {n: (p.detach() if gi is None else p.detach() - inner_lr * gi)
+                for (n, p), gi in zip(theta.items(), g)}
+        z_star = _call(enc, fast, x)
+        l_out = outer_loss_fn(z_star, _call(apply_mags, phi, z_star))
+        d_phi = torch.autograd.grad(l_out, list(phi.values()), allow_unused=True)
+
+    grads = {n[len("mags."):]: (torch.zeros_like(p) if gi is None else gi)
+             for (n, p), gi in zip(phi.items(), d_phi)}
+    return grads, l_out.detach()
+
+
+def metaug_meta_step(
+    encoder: nn.Module,
+    mags: nn.ModuleDict,
+    x: Any,
+    bank: Any,
+    sample_idx: Tensor,
+    cfg: Any,
+    inner_lr: float = 1e-3,
+    first_order: bool = False,
+) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
+    """SPEC 6 step 2 with the MetAug objective: :func:`mag_meta_gradients` with
+    ``loss_fn = L_tot(phase="encoder")`` and ``outer_loss_fn = L_tot(phase="mag")`` (the latter
+    includes ``alpha * R`` unless ``cfg.reg_where == "off"``), both scored against ``bank`` at
+    ``sample_idx`` (the bank is read, never updated; pass the step-1 indices or fresh ones).
+
+    Returns ``(grads, mag_loss, logs)`` with ``logs`` the detached terms of the MAG loss.
+    """
+    logs: dict[str, Tensor] = {}
+
+    def inner(z: Features, z_hat: Features) -> Tensor:
+        return metaug_objective(z, z_hat, bank, sample_idx, cfg, phase="encoder")[0]
+
+    def outer(z: Features, z_hat: Features) -> Tensor:
+        total, terms = metaug_objective(z, z_hat, bank, sample_idx, cfg, phase="mag")
+        logs.update(terms)
+        return total
+
+    grads, loss = mag_meta_gradients(encoder, mags, x, inner, inner_lr, outer, first_order)
+    return grads, loss, logs
+
+
+def set_gradients(module: nn.Module, grads: Mapping[str, Tensor], accumulate: bool = False) -> None:
+    """Write ``grads`` (name -> tensor, names of ``module.named_parameters()``) into ``.grad``.
+
+    ``accumulate=True`` adds to existing ``.grad`` instead of replacing it.
+    """
+    params = dict(module.named_parameters())
+    unknown = [n for n in grads if n not in params]
+    if unknown:
+        raise ValueError(f"gradients for unknown parameters: {unknown[:5]}")
+    for n, gr in grads.items():
+        p = params[n]
+        gr = gr.detach().to(p.dtype)
+        if accumulate and p.grad is not None:
+            p.grad.add_(gr)
+        else:
+            p.grad = gr.clone()

@@ -1,0 +1,209 @@
+"""One training iteration of each method, composed from the math core (SPEC sections 3-6).
+
+``cmc``    memory-bank CMC: scores of every ordered view pair, InfoNCE or NCE.
+``oucl``   the same scores under MetAug's OUCL loss; no generators.
+``metaug`` OUCL + one MAG per view + the margin-injected regulariser + the meta step, in the
+           official HEAD order (SPEC 6):
+
+    1. encoder step, MAGs frozen: z = f(x), z^ = MAG(z), L_tot(z, z^) (+ alpha R if reg_where
+       = "both"), backward, SGD step of the encoder;
+    2. memory bank <- encoder features z (gathered from all ranks);
+    3. every ``meta_every``-th iteration: MAG gradients through the updated encoder's fast
+       weights (``metaug_meta_step``), averaged over ranks, SGD step of the MAGs.
+
+A step sees the *local* batch of this rank, already split into ``accum_steps`` micro-batches.
+Each micro-batch is one forward (its own BN statistics), gradients are averaged over micro-
+batches and ranks, and the bank is updated once per step with the features of the whole global
+batch in (rank, micro-batch) order. So W ranks x A micro-batches of size b compute the same
+numbers as one process with A*W micro-batches of size b: a DDP run can be checked against a
+single-process run (tests/test_train_ddp.py).
+
+Nothing here reads the clock or writes files; values returned for logging stay on the device
+(no host sync per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from metaug_features.model import MetAugEncoder
+
+from .config import TrainConfig, expand_aug_terms
+from .distributed import DistContext, all_gather_cat, all_reduce_mean_
+from .losses import NCELoss, infonce_loss
+from .memory_bank import MemoryBank
+from .meta import metaug_meta_step, set_gradients
+from .objective import ObjectiveConfig, OUCLOptions, metaug_objective
+
+
+class Embedder(nn.Module):
+    """``forward(x) = encoder.embed(x)``: the module DDP wraps, so that the training forward
+    (the projection-head embeddings, not the frozen features) goes through DDP's hooks."""
+
+    def __init__(self, encoder: MetAugEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.encoder.embed(x)
+
+
+@dataclass
+class TrainState:
+    """Everything a step mutates. ``model`` is the ``Embedder`` (DDP-wrapped under torchrun)
+    around ``encoder``; ``mags``/``mag_opt`` exist for metaug only, ``nce`` for cmc + NCE."""
+
+    encoder: MetAugEncoder
+    model: nn.Module
+    bank: MemoryBank
+    opt: torch.optim.Optimizer
+    mags: nn.ModuleDict | None = None
+    mag_opt: torch.optim.Optimizer | None = None
+    nce: NCELoss | None = None
+    #: device bool scalar: became True if any loss so far was NaN/inf (checked at log steps).
+    nonfinite: Tensor | None = None
+
+
+def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
+    """The math core's objective options from the training config."""
+    lo, mg = cfg.loss, cfg.metaug
+    terms = expand_aug_terms(mg.aug_terms, cfg.model.views)
+    return ObjectiveConfig(
+        loss=OUCLOptions(beta=lo.beta, margin=lo.margin, weighting=lo.weighting, gamma=lo.gamma, phi_dec=lo.phi_dec),
+        delta=mg.delta,
+        alpha=mg.alpha,
+        aug_terms=terms,
+        reg_mode=mg.reg_mode,
+        reg_c=mg.reg_c,
+        reg_where=mg.reg_where,
+        reg_detach_thresholds=mg.reg_detach_thresholds,
+    )
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module | None) -> Iterator[None]:
+    """MAGs frozen for the encoder step (SPEC 6.1): no weight gradients are computed for them
+    (gradients still flow *through* them into the encoder)."""
+    if module is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], sample_idx: Tensor,
+                 objective: ObjectiveConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss of the encoder update for ``cfg.method`` on embeddings ``z`` ``{view: [b, d]}``.
+
+    cmc: sum over ordered view pairs of InfoNCE (or NCE) at temperature T;
+    oucl: OUCL over all pair scores (``metaug_objective`` without MAG outputs);
+    metaug: L_tot with z^ = MAG(z) (MAGs in train mode, frozen), R only if reg_where = "both".
+    Returns the scalar loss and detached named terms.
+    """
+    bank = state.bank
+    if cfg.method == "cmc":
+        scores = bank.scores(z, sample_idx)
+        tensors = [scores[p] for p in bank.pairs]
+        if cfg.loss.cmc == "nce":
+            assert state.nce is not None
+            loss = state.nce(tensors)
+        else:
+            loss = infonce_loss(tensors, cfg.loss.temperature)
+        return loss, {"loss": loss.detach()}
+    if cfg.method == "oucl":
+        loss, terms = metaug_objective(z, None, bank, sample_idx, objective, phase="encoder")
+        return loss, {"loss": loss.detach()}
+    assert state.mags is not None
+    z_hat = {v: state.mags[v](t) for v, t in z.items()}
+    loss, terms = metaug_objective(z, z_hat, bank, sample_idx, objective, phase="encoder")
+    out = {"loss": loss.detach()}
+    out.update({k: v for k, v in terms.items() if k != "total"})
+    return loss, out
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast on CUDA when ``run.precision == "bf16"``; a no-op otherwise."""
+    if cfg.run.precision == "bf16" and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _accumulate(acc: dict[str, Tensor], new: dict[str, Tensor], weight: float) -> None:
+    for k, v in new.items():
+        acc[k] = acc[k] + v * weight if k in acc else v * weight
+
+
+def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, sample_idx: Tensor,
+               step: int, ctx: DistContext) -> dict[str, Tensor]:
+    """One iteration on this rank's batch.
+
+    Args:
+        x: float32 ``[b, C, S, S]`` network input (augmented, Lab-normalised) on the device.
+        idx: LongTensor ``[b]`` dataset indices of the rows of ``x`` (memory-bank slots).
+        sample_idx: LongTensor ``[b, K+1]`` positives + negatives (``MemoryBank.sample``).
+        step: global step (0-based); the meta step runs when ``step % meta_every == 0``.
+    Returns:
+        Detached scalar tensors for logging (averaged over micro-batches; this rank's values).
+    """
+    accum = cfg.optim.accum_steps
+    objective = objective_config(cfg)
+    xs, idxs, sis = x.chunk(accum), idx.chunk(accum), sample_idx.chunk(accum)
+    logs: dict[str, Tensor] = {}
+    feats: list[dict[str, Tensor]] = []
+    state.opt.zero_grad(set_to_none=True)
+    is_ddp = isinstance(state.model, DistributedDataParallel)
+    # 1. encoder step (MAGs frozen)
+    with frozen(state.mags):
+        for a in range(accum):
+            sync = contextlib.nullcontext() if (not is_ddp or a == accum - 1) else state.model.no_sync()
+            with sync:
+                # bf16 autocast covers the encoder only; scores and losses stay fp32 (a bf16 dot
+                # product of unit vectors is only good to ~3 digits, too coarse at T = 0.07).
+                with _autocast(cfg, ctx.device):
+                    z = state.model(xs[a])
+                z = {v: t.float() for v, t in z.items()}
+                loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
+                (loss / accum).backward()
+            feats.append({v: t.detach().float() for v, t in z.items()})
+            _accumulate(logs, terms, 1.0 / accum)
+            bad = ~torch.isfinite(loss.detach())
+            state.nonfinite = bad if state.nonfinite is None else (state.nonfinite | bad)
+    state.opt.step()
+    if state.nce is not None and ctx.distributed and step == 0:
+        # NCE's constant Z is estimated from the first batch; all ranks keep rank 0's.
+        torch.distributed.broadcast(state.nce.normalizers, 0)
+    # 2. memory bank <- encoder features of the whole global batch
+    views = state.bank.views
+    z_local = torch.stack([torch.cat([f[v] for f in feats]) for v in views])  # [V, b, d]
+    z_all = all_gather_cat(z_local.transpose(0, 1).contiguous(), ctx).transpose(0, 1)  # [V, B, d]
+    idx_all = all_gather_cat(idx, ctx)
+    state.bank.update({v: z_all[i] for i, v in enumerate(views)}, idx_all)
+    # 3. meta step of the MAGs
+    if cfg.method == "metaug" and step % cfg.metaug.meta_every == 0:
+        assert state.mags is not None and state.mag_opt is not None
+        grads: dict[str, Tensor] = {}
+        for a in range(accum):
+            # Under bf16 the whole meta step (both encoder forwards and both losses) is autocast:
+            # metaug_meta_step owns the forward/loss interleaving.
+            with _autocast(cfg, ctx.device):
+                g, mag_loss, _ = metaug_meta_step(state.encoder, state.mags, xs[a], state.bank, sis[a],
+                                                  objective, inner_lr=cfg.metaug.inner_lr)
+            _accumulate(grads, {k: t.float() for k, t in g.items()}, 1.0 / accum)
+            _accumulate(logs, {"mag_loss": mag_loss}, 1.0 / accum)
+        names = list(grads)
+        all_reduce_mean_([grads[n] for n in names], ctx)
+        set_gradients(state.mags, grads)
+        state.mag_opt.step()
+    return logs
