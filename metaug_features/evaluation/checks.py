@@ -67,12 +67,18 @@ def check_labels(labels: Sequence | np.ndarray | None, n: int, name: str = "labe
         raise EvaluationInputError(
             f"{name}: {arr.shape[0]} labels for {n} feature rows; counts must match (one label per row)"
         )
-    if arr.dtype.kind in "US":
-        missing = np.flatnonzero(np.char.str_len(arr.astype(str)) == 0)
-    elif arr.dtype.kind == "O":
-        missing = np.flatnonzero([v is None or (isinstance(v, str) and v == "") for v in arr])
+    if arr.dtype.kind == "O":
+        # A Python list mixing None with strings / ints arrives as an object array.
+        missing = np.flatnonzero([v is None or v == "" for v in arr])
         if missing.size == 0:
-            arr = arr.astype(str) if all(isinstance(v, str) for v in arr) else arr
+            if all(isinstance(v, str) for v in arr):
+                arr = arr.astype(str)
+            elif all(isinstance(v, (int, np.integer)) for v in arr):
+                arr = arr.astype(np.int64)
+            else:
+                raise EvaluationInputError(f"{name}: labels must be all strings or all integers")
+    elif arr.dtype.kind in "US":
+        missing = np.flatnonzero(np.char.str_len(arr.astype(str)) == 0)
     elif arr.dtype.kind in "iu":
         missing = np.flatnonzero(arr < 0)
     elif arr.dtype.kind == "b":

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import EvaluationInputError
 from .checks import check_features, check_labels, l2_normalize
+from .knn import faiss_threads
 
 __all__ = ["ClusteringResult", "kmeans", "hungarian_accuracy", "cluster_metrics", "cluster_evaluate", "PROTOCOL"]
 
@@ -73,6 +74,7 @@ def kmeans(
     seed: int = 0,
     niter: int = 50,
     normalize: bool = True,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """faiss k-means with ``restarts`` seeded runs (seeds seed, seed+1, ...), best objective kept.
 
@@ -83,6 +85,7 @@ def kmeans(
         seed: first seed.
         niter: Lloyd iterations per run.
         normalize: L2-normalise rows first (default).
+        threads: faiss threads (None = faiss's default).
 
     Returns:
         assignments int64 [N], centroids float32 [K, D], final objective of every run.
@@ -97,6 +100,20 @@ def kmeans(
         raise EvaluationInputError(f"n_clusters={n_clusters} must be between 2 and the number of rows ({n})")
     if restarts < 1 or niter < 1:
         raise EvaluationInputError(f"restarts and niter must be >= 1, got {restarts} and {niter}")
+    with faiss_threads(threads):
+        centroids, objectives = _best_of_restarts(x, n_clusters, restarts, seed, niter)
+        index = faiss.IndexFlatL2(d)
+        index.add(centroids)
+        _, assign = index.search(x, 1)
+    return assign[:, 0].astype(np.int64), centroids, objectives
+
+
+def _best_of_restarts(x: np.ndarray, n_clusters: int, restarts: int, seed: int, niter: int
+                      ) -> tuple[np.ndarray, list[float]]:
+    """Centroids [K, D] of the restart with the lowest final objective, and every objective."""
+    import faiss
+
+    n, d = x.shape
     best = None
     objectives = []
     for r in range(restarts):
@@ -109,10 +126,7 @@ def kmeans(
         objectives.append(obj)
         if best is None or obj < best[0]:
             best = (obj, km.centroids.copy())
-    index = faiss.IndexFlatL2(d)
-    index.add(best[1])
-    _, assign = index.search(x, 1)
-    return assign[:, 0].astype(np.int64), best[1], objectives
+    return best[1], objectives
 
 
 @dataclass
@@ -136,6 +150,7 @@ def cluster_evaluate(
     seed: int = 0,
     niter: int = 50,
     normalize: bool = True,
+    threads: int | None = None,
 ) -> ClusteringResult:
     """k-means on ``features`` (K = number of label classes unless given) scored against ``labels``."""
     x = check_features(features, "features")
@@ -144,7 +159,8 @@ def cluster_evaluate(
     if classes.size < 2:
         raise EvaluationInputError(f"labels: only one class ({classes[0]!r}); clustering metrics need at least two")
     k = int(n_clusters) if n_clusters is not None else int(classes.size)
-    assign, _, objectives = kmeans(x, k, restarts=restarts, seed=seed, niter=niter, normalize=normalize)
+    assign, _, objectives = kmeans(x, k, restarts=restarts, seed=seed, niter=niter, normalize=normalize,
+                                   threads=threads)
     metrics = cluster_metrics(y, assign)
     params = dict(n_clusters=k, restarts=int(restarts), seed=int(seed), niter=int(niter), normalize=bool(normalize),
                   num_rows=int(x.shape[0]), dim=int(x.shape[1]), num_classes=int(classes.size),

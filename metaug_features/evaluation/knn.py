@@ -17,8 +17,9 @@ is the top-k).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,7 +32,7 @@ PROTOCOL = "weighted k-NN (InstDisc/DINO): L2-normalised features, cosine simila
 
 
 def knn_search(
-    train: np.ndarray, queries: np.ndarray, k: int, chunk_size: int = 4096
+    train: np.ndarray, queries: np.ndarray, k: int, chunk_size: int = 4096, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner-product search.
 
@@ -41,6 +42,7 @@ def knn_search(
         k: neighbours per query (1 <= k <= N).
         chunk_size: queries per faiss call; peak extra memory ~ chunk_size * k * 12 bytes plus
             faiss's own blocked distance buffer.
+        threads: faiss OpenMP threads during the search (None = faiss's default); restored after.
 
     Returns:
         sims float32 [Q, k] (descending) and indices int64 [Q, k] into ``train``.
@@ -57,12 +59,31 @@ def knn_search(
     q = queries.shape[0]
     sims = np.empty((q, k), dtype=np.float32)
     idx = np.empty((q, k), dtype=np.int64)
-    for start in range(0, q, chunk_size):
-        stop = min(start + chunk_size, q)
-        s, i = index.search(np.ascontiguousarray(queries[start:stop], dtype=np.float32), k)
-        sims[start:stop] = s
-        idx[start:stop] = i
+    with faiss_threads(threads):
+        for start in range(0, q, chunk_size):
+            stop = min(start + chunk_size, q)
+            s, i = index.search(np.ascontiguousarray(queries[start:stop], dtype=np.float32), k)
+            sims[start:stop] = s
+            idx[start:stop] = i
     return sims, idx
+
+
+@contextlib.contextmanager
+def faiss_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with ``threads`` faiss OpenMP threads (None: leave the setting alone)."""
+    import faiss
+
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise EvaluationInputError(f"threads must be >= 1, got {threads}")
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def knn_vote(
@@ -131,6 +152,7 @@ def knn_evaluate(
     temperature: float = 0.07,
     chunk_size: int = 4096,
     keep_scores: bool = False,
+    threads: int | None = None,
 ) -> KNNResult:
     """Weighted k-NN accuracy of ``test`` against ``train`` (module docstring for the formula).
 
@@ -143,6 +165,7 @@ def knn_evaluate(
         temperature: T of exp(sim / T) (default 0.07).
         chunk_size: test rows per faiss search.
         keep_scores: also return the [N_test, C] vote scores per k.
+        threads: faiss threads (None = faiss's default).
 
     Raises:
         EvaluationInputError: inconsistent inputs (see ``checks.encode_splits``), k out of range,
@@ -162,7 +185,7 @@ def knn_evaluate(
         )
     ztr = l2_normalize(data.train)
     zte = l2_normalize(data.test)
-    sims, idx = knn_search(ztr, zte, max(ks), chunk_size=chunk_size)
+    sims, idx = knn_search(ztr, zte, max(ks), chunk_size=chunk_size, threads=threads)
     nlab = data.train_y[idx]
     c = data.num_classes
     accuracy, predictions, scores = {}, {}, {}

@@ -172,6 +172,8 @@ def format_table(report: dict[str, Any]) -> str:
     for name, proto in protocols:
         lines.append(f"{name}: {proto}")
     for split, info in report.get("inputs", {}).items():
+        if "dim" not in info:
+            continue
         h = info.get("features_sha256") or info.get("array_sha256", "")
-        lines.append(f"{split}: {info.get('num_rows')} x {info.get('dim')}  sha256 {h[:16]}")
+        lines.append(f"{split}: {info['num_rows']} x {info['dim']} features, sha256 {h[:16]}")
     return "\n".join(lines)
