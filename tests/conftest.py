@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -61,3 +62,13 @@ def cifar_images(cifar_archive: Path, tmp_path_factory) -> Path:
     laid out as ``<root>/{train,test}/<class>/<nnnn>.jpg``. Treat it as read-only."""
     root = tmp_path_factory.mktemp("cifar_slice")
     return extract_cifar_slice(cifar_archive, root, {"train": 20, "test": 20})
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny-tensor tests: on a shared 2-core machine,
+    torch's thread pool under contention made them ~100x slower (spin-waiting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

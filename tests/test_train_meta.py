@@ -25,14 +25,7 @@ VIEWS = ("l", "ab")
 D = 8  # embedding dim of the tiny encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests use tiny tensors: on the shared 2-core machine, torch's thread pool under
-    contention made them ~100x slower (spin-waiting); one intra-op thread avoids that."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
