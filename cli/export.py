@@ -14,12 +14,17 @@ from metaug_features.errors import MetAugError
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-def main(checkpoint: str, out_dir: str) -> None:
+@click.option("--card-metrics", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="JSON with measured 'metrics' (+ optional recipe, budget, hardware, comparison, repo_id): "
+                   "render the release model card from model_cards/ instead of the minimal one.")
+def main(checkpoint: str, out_dir: str, card_metrics: str | None) -> None:
     """Export the encoder of CHECKPOINT (a metaug-train last.pt) to the folder OUT_DIR."""
     from metaug_training.export import export_checkpoint
+    from metaug_training.model_card import card_renderer_from_json
 
     try:
-        folder = export_checkpoint(checkpoint, out_dir)
+        card = card_renderer_from_json(card_metrics) if card_metrics else None
+        folder = export_checkpoint(checkpoint, out_dir, card=card)
     except MetAugError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"exported {checkpoint} -> {folder}")

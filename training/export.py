@@ -8,6 +8,7 @@ and the options that change what the features mean (loss, meta_every, ...).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +45,30 @@ def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: st
     return rec
 
 
-def export_encoder(encoder: MetAugEncoder, cfg: TrainConfig, out_dir: str | Path, prov: dict[str, Any]) -> Path:
-    """Write ``encoder``'s weights with ``cfg``'s encoder config plus ``prov`` as a model folder."""
+#: A model card for the exported folder: the text itself, or a function of the exported
+#: encoder's config and encoder (see ``model_card.card_renderer_from_json``).
+CardSpec = str | Callable[[EncoderConfig, MetAugEncoder], str] | None
+
+
+def export_encoder(encoder: MetAugEncoder, cfg: TrainConfig, out_dir: str | Path, prov: dict[str, Any],
+                   card: CardSpec = None) -> Path:
+    """Write ``encoder``'s weights with ``cfg``'s encoder config plus ``prov`` as a model folder.
+    ``card``: README.md text or a renderer; None writes the library's minimal card."""
     config: EncoderConfig = cfg.encoder_config(provenance=prov)
     clean = MetAugEncoder(config)
     # Same architecture, new config (provenance); weights copied exactly, on the CPU.
     clean.load_state_dict({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, strict=True)
-    return save_pretrained(clean.eval(), out_dir)
+    text = card(config, clean) if callable(card) else card
+    return save_pretrained(clean.eval(), out_dir, card=text)
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, card: CardSpec = None) -> Path:
     """``metaug-export CHECKPOINT OUT_DIR``: rebuild the encoder of a training checkpoint and
-    save it as an inference model folder. Returns ``out_dir``."""
+    save it as an inference model folder (``card``: as in :func:`export_encoder`). Returns ``out_dir``."""
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(ckpt["config"])
     encoder = MetAugEncoder(cfg.encoder_config())
     encoder.load_state_dict(ckpt["encoder"], strict=True)
     prov = provenance(cfg, int(ckpt["step"]), int(ckpt["steps_per_epoch"]), str(ckpt.get("git_commit", "unknown")),
                       dict(ckpt.get("dataset", {})))
-    return export_encoder(encoder, cfg, out_dir, prov)
+    return export_encoder(encoder, cfg, out_dir, prov, card=card)
