@@ -66,17 +66,25 @@ def resolve_data(data: str | Path, work_dir: Path) -> Path:
     raise click.ClickException(f"no folder with train/ and test/ under {data}")
 
 
-def measure_knn(folder: str | Path, data_root: Path, work_dir: Path, layer: str, k: int, temperature: float,
-                batch_size: int = 256, workers: int | None = None, device: str = "cpu",
-                progress: bool = False) -> float:
-    """Top-1 weighted k-NN accuracy (%) of ``folder``'s ``layer`` features: memory = train split,
-    queries = test split (InstDisc protocol, as in ``metaug_features.evaluation.knn``)."""
+def layer_features(folder: str | Path, data_root: Path, work_dir: Path, layer: str, batch_size: int = 256,
+                   workers: int | None = None, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """{"train": FeatureSet, "test": FeatureSet} of ``folder``'s ``layer``, through
+    ``extract_features`` (the metaug-extract path) into ``work_dir``."""
     feats = {}
     for split in ("train", "test"):
         out = work_dir / f"{Path(folder).name}-{layer}-{split}"
         extract_features(str(folder), [data_root / split], out, layer=layer, batch_size=batch_size,
                          workers=workers, device=device, strict=True, overwrite=True, progress=progress)
         feats[split] = read_feature_set(out)
+    return feats
+
+
+def measure_knn(folder: str | Path, data_root: Path, work_dir: Path, layer: str, k: int, temperature: float,
+                feats: dict[str, Any] | None = None, **extract_kw: Any) -> float:
+    """Top-1 weighted k-NN accuracy (%) of ``folder``'s ``layer`` features: memory = train split,
+    queries = test split (InstDisc protocol, as in ``metaug_features.evaluation.knn``).
+    ``feats``: that layer's features if already extracted."""
+    feats = feats or layer_features(folder, data_root, work_dir, layer, **extract_kw)
     tr, te = feats["train"], feats["test"]
     result = knn_evaluate(tr.features, tr.labels, te.features, te.labels, ks=(k,), temperature=temperature)
     return result.accuracy[k]["top1"]
@@ -90,8 +98,12 @@ def reproduce(folder: str | Path, data_root: Path, work_dir: Path, tolerance: fl
     if not claims:
         raise click.ClickException(f"{folder}: the card's model-index has no weighted k-NN metric")
     rows = []
+    extracted: dict[str, dict[str, Any]] = {}  # one extraction per layer, however many claims use it
     for c in claims:
-        measured = measure_knn(folder, data_root, work_dir, c["layer"], c["k"], c["temperature"], **extract_kw)
+        if c["layer"] not in extracted:
+            extracted[c["layer"]] = layer_features(folder, data_root, work_dir, c["layer"], **extract_kw)
+        measured = measure_knn(folder, data_root, work_dir, c["layer"], c["k"], c["temperature"],
+                               feats=extracted[c["layer"]])
         diff = measured - c["value"]
         rows.append({**c, "folder": str(folder), "measured": measured, "diff": diff, "ok": abs(diff) <= tolerance})
     return rows

@@ -141,6 +141,46 @@ def test_export_cli_renders_card_from_metrics_json(tmp_path):
     assert res.exit_code == 0 and not ModelCard.load(tmp_path / "o3" / "README.md").data.eval_results
 
 
+def test_export_cli_release_layer_truncation_and_dtype(tmp_path):
+    """--default-layer / --truncate-after / --dtype: the folder returns the chosen layer by
+    default, stores only the weights up to it, and its kept layers give the checkpoint's features
+    (bit-exact in float32; float16 storage within its rounding error)."""
+    from safetensors.torch import load_file
+
+    cfg = load_config(None, ["model.width=0.125", "model.views=l,ab", f"run.out_dir={tmp_path / 'run'}", "method=cmc"])
+    torch.manual_seed(2)
+    enc = MetAugEncoder(cfg.encoder_config()).eval()
+    ckpt = save_checkpoint(tmp_path / "last.pt", {"config": cfg.to_dict(), "encoder": enc.state_dict(), "step": 4,
+                                                  "steps_per_epoch": 2, "git_commit": "abc"})
+    x = torch.rand(3, 3, 32, 32)
+    full = tmp_path / "full"
+    assert CliRunner().invoke(export_main, [str(ckpt), str(full)]).exit_code == 0
+    for layer in ("conv", "fc"):
+        out = tmp_path / layer
+        res = CliRunner().invoke(export_main, [str(ckpt), str(out), "--default-layer", layer, "--truncate-after", layer])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        small = load_encoder(out)
+        assert small.config.default_layer == layer and small.config.truncate_after == layer
+        assert torch.equal(small(x), enc(x, layer))  # default layer, bit-exact
+        assert (out / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+        assert not any(k.startswith("head") or ".head" in k for k in load_file(out / "model.safetensors"))
+    # the conv folder cannot serve fc
+    with pytest.raises(Exception, match="fc"):
+        load_encoder(tmp_path / "conv")(x, "fc")
+
+    half = tmp_path / "half"
+    res = CliRunner().invoke(export_main, [str(ckpt), str(half), "--default-layer", "fc", "--dtype", "float16"])
+    assert res.exit_code == 0, res.output
+    assert {t.dtype for t in load_file(half / "model.safetensors").values() if t.is_floating_point()} == {torch.float16}
+    assert json.loads((half / "config.json").read_text())["weights_dtype"] == "float16"
+    torch.testing.assert_close(load_encoder(half)(x), enc(x, "fc"), rtol=2e-2, atol=2e-3)
+
+    res = CliRunner().invoke(export_main, [str(ckpt), str(tmp_path / "bad"), "--default-layer", "fc",
+                                           "--truncate-after", "conv"])
+    assert res.exit_code != 0 and "'fc' is not among the exported layers" in res.output
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
 # ---------------------------------------------------------------- dry run / validation
 def test_dry_run_passes_on_valid_folder(folder):
     (folder / "notes.txt").write_text("scratch")
@@ -303,3 +343,35 @@ def test_reproduce_release_reads_archive(cifar_images, tmp_path):
     root = repro.resolve_data(arc, tmp_path / "work")
     assert root == tmp_path / "work" / "data" / "cifar10"
     assert len(list((root / "train" / "cat").glob("*.jpg"))) == 20
+
+
+# ---------------------------------------------------------------- evaluate_encoder.py
+def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_path, one_torch_thread):
+    """The release evaluation script's one-pass conv+fc features equal metaug-extract's per-layer
+    output, and its k-NN / probe / k-means numbers equal the library evaluators on them."""
+    spec = importlib.util.spec_from_file_location("evaluate_encoder", REPO_ROOT / "benchmarks" / "evaluate_encoder.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    from metaug_features.evaluation import cluster_evaluate, fast_linear_probe
+    from metaug_features.extract import extract_features
+    from metaug_features.feature_files import read_feature_set
+
+    torch.manual_seed(0)
+    model = save_pretrained(MetAugEncoder(EncoderConfig(architecture="alexnet32", width=0.125)), tmp_path / "m")
+    res = ev.main(["--model", str(model), "--data", str(cifar_images), "--out", str(tmp_path / "feats"),
+                   "--json", str(tmp_path / "r.json"), "--per-class-test", "10", "--quiet"])
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(res))
+    assert res["extract_train"]["images"] == 200 and res["extract_test"]["images"] == 100
+    for layer in ("conv", "fc"):
+        tr, te = read_feature_set(tmp_path / "feats" / f"train_{layer}"), read_feature_set(tmp_path / "feats" / f"test_{layer}")
+        extract_features(str(model), [cifar_images / "train"], tmp_path / f"ref_{layer}", layer=layer,
+                               workers=0, progress=False)
+        np_ref = read_feature_set(tmp_path / f"ref_{layer}")
+        assert list(np_ref.paths) == list(tr.paths)
+        # same preprocessing and weights; batch 256 vs 64 may reorder float sums, hence the tolerance
+        torch.testing.assert_close(torch.from_numpy(tr.features), torch.from_numpy(np_ref.features),
+                                   rtol=1e-5, atol=1e-5)
+        knn = knn_evaluate(tr.features, tr.labels, te.features, te.labels, ks=(200, 20), temperature=0.07)
+        assert res[layer]["knn"] == {f"k{k}": v for k, v in knn.accuracy.items()}
+        assert res[layer]["probe"]["top1"] == fast_linear_probe(tr.features, tr.labels, te.features, te.labels).accuracy["top1"]
+        assert res[layer]["kmeans"]["nmi"] == cluster_evaluate(te.features, te.labels, restarts=5, seed=0).metrics["nmi"]

@@ -138,6 +138,7 @@ def render_card(
     license: str = "mit",
     encoder: MetAugEncoder | None = None,
     template: str | Path | None = None,
+    notes: Sequence[str] | None = None,
 ) -> str:
     """Render the release model card of a folder whose config is ``config``.
 
@@ -153,6 +154,8 @@ def render_card(
         license: SPDX-like id for the metadata (default "mit").
         encoder: the encoder itself (saves rebuilding it to list the layers' dimensions).
         template: another template file (default ``model_cards/encoder_card.md``).
+        notes: release-specific limitations, each a sentence derived from the measurements
+            (e.g. "below the random-init floor"); added to the card's Limitations list.
     Returns:
         README.md text: YAML front matter + Markdown.
     """
@@ -188,6 +191,7 @@ def render_card(
                                 if any("split" in m for m in metrics) else ["name", "dataset", "metric", "value"]),
         "comparison": _table(comparison) if comparison else "Not measured for this release.",
         "license_text": _LICENSE_TEXT.get(license, license),
+        "notes": "".join(f"\n- {n}" for n in (notes or [])),
     }
     return load_template(template).substitute(values)
 
@@ -197,7 +201,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
     function ``(config, encoder) -> card text`` for the export step.
 
     The JSON holds ``metrics`` (required) and optionally ``recipe``, ``budget``, ``hardware``,
-    ``comparison``, ``repo_id``, ``license`` — the keyword arguments of :func:`render_card`.
+    ``comparison``, ``repo_id``, ``license``, ``notes`` — the keyword arguments of :func:`render_card`.
     """
     p = Path(path)
     try:
@@ -207,7 +211,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
     if not isinstance(spec, dict) or "metrics" not in spec:
         raise ConfigError(f"{p} must be a JSON object with a 'metrics' list (and optional recipe, budget, "
                           f"hardware, comparison, repo_id, license)")
-    unknown = sorted(set(spec) - {"metrics", "recipe", "budget", "hardware", "comparison", "repo_id", "license"})
+    unknown = sorted(set(spec) - {"metrics", "recipe", "budget", "hardware", "comparison", "repo_id", "license", "notes"})
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}")
     metrics = check_metrics(spec["metrics"])
@@ -223,6 +227,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
             repo_id=spec.get("repo_id"),
             license=spec.get("license", "mit"),
             encoder=encoder,
+            notes=spec.get("notes"),
         )
 
     return render

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The release pipeline of the first CIFAR-10 models (issue #5), after the two training runs:
+#
+#   metaug-train --config training/recipes/cifar10-release-metaug.json &   # both side by side,
+#   metaug-train --config training/recipes/cifar10-release-cmc.json &      # one core each
+#   wait
+#   bash benchmarks/release.sh
+#
+# 1. evaluates the MetAug run, the CMC run (equal budget) and the random-init floor of the same
+#    architecture with benchmarks/evaluate_encoder.py (k-NN, fast probe, k-means; conv and fc);
+# 2. turns the measurements into card-metrics files (benchmarks/make_release_cards.py);
+# 3. exports hub/cifar10-conv (truncated after conv) and hub/cifar10-fc (truncated after fc) from
+#    the MetAug checkpoint, cards rendered from model_cards/encoder_card.md;
+# 4. checks both folders: metaug-push --dry-run, and benchmarks/reproduce_release.py re-measures
+#    the cards' k-NN numbers through metaug-extract (within 0.3 points).
+#
+# Environment: DATA (CIFAR-10 folder with train/ and test/; default: ../shared/data archive
+# extracted to /tmp/cifar), WORK (feature folders; default /tmp/metaug-release); for a rehearsal
+# on a stand-in run: METAUG_RUN, CMC_RUN, OUT (default benchmarks/release), HUB (default hub).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-/tmp/cifar/cifar10}
+WORK=${WORK:-/tmp/metaug-release}
+OUT=${OUT:-benchmarks/release}
+HUB=${HUB:-hub}
+METAUG_RUN=${METAUG_RUN:-runs/cifar10-release-metaug/full}
+CMC_RUN=${CMC_RUN:-runs/cifar10-release-cmc/full}
+FLOOR_WIDTH=$(python -c "import json; print(json.load(open('training/recipes/cifar10-release-metaug.json'))['model']['width'])")
+
+if [ ! -d "$DATA/train" ]; then
+    mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar
+    DATA=/tmp/cifar/cifar10
+fi
+mkdir -p "$OUT" "$WORK"
+
+echo "[release] 1/4 evaluation (three jobs, one torch thread each)"
+python benchmarks/evaluate_encoder.py --model "$METAUG_RUN/export" --data "$DATA" --out "$WORK/metaug" \
+    --json "$OUT/metaug.json" --quiet --reuse > "$WORK/metaug.log" 2>&1 &
+p1=$!
+python benchmarks/evaluate_encoder.py --model "$CMC_RUN/export" --data "$DATA" --out "$WORK/cmc" \
+    --json "$OUT/cmc.json" --quiet --reuse > "$WORK/cmc.log" 2>&1 &
+p2=$!
+python benchmarks/evaluate_encoder.py --random-init "$FLOOR_WIDTH" --data "$DATA" --out "$WORK/floor" \
+    --json "$OUT/floor.json" --quiet --reuse > "$WORK/floor.log" 2>&1 &
+p3=$!
+wait $p1; wait $p2; wait $p3   # set -e: a failed job stops here (its log is in $WORK)
+
+echo "[release] 2/4 card metrics"
+python benchmarks/make_release_cards.py --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
+    --floor-eval "$OUT/floor.json" --metaug-run "$METAUG_RUN" --cmc-run "$CMC_RUN" \
+    --recipe training/recipes/cifar10-release-metaug.json --out "$OUT"
+
+echo "[release] 3/4 export"
+for layer in conv fc; do
+    metaug-export "$METAUG_RUN/checkpoints/last.pt" "$HUB/cifar10-$layer" --default-layer "$layer" \
+        --truncate-after "$layer" --card-metrics "$OUT/card-$layer.json"
+done
+
+echo "[release] 4/4 checks"
+metaug-push "$HUB/cifar10-conv" --repo-id metaug-features/metaug-alexnet32-cifar10-conv --dry-run
+metaug-push "$HUB/cifar10-fc" --repo-id metaug-features/metaug-alexnet32-cifar10-fc --dry-run
+python benchmarks/reproduce_release.py "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
+    --work-dir "$WORK/reproduce" --json-out "$OUT/reproduce.json"
+du -sh "$HUB/cifar10-conv" "$HUB/cifar10-fc"
