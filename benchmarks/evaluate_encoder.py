@@ -30,7 +30,6 @@ first files of every class for a quick, documented subset run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import time
@@ -122,17 +121,10 @@ def evaluate_layer(tr, te, probe: bool = True, cluster: bool = True) -> dict[str
     return entry
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(args) -> tuple[Any, dict[str, Any]]:
     """The encoder to evaluate and a description of it for the JSON."""
     from metaug_features import EncoderConfig, build_encoder, load_encoder
+    from metaug_features.feature_files import sha256_file
 
     if args.random_init is not None:
         torch.manual_seed(args.seed)
@@ -145,7 +137,7 @@ def load_model(args) -> tuple[Any, dict[str, Any]]:
                             "provenance": dict(enc.config.provenance or {})}
     weights = Path(args.model) / "model.safetensors"
     if weights.is_file():
-        desc["weights_sha256"] = _sha256(weights)
+        desc["weights_sha256"] = sha256_file(weights)
     return enc, desc
 
 

@@ -22,10 +22,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from metaug_features.hub import MODEL_ALIASES
+from metaug_training.model_card import markdown_table
+
 DATASET = "CIFAR-10 (JPEG q75)"
 TASK = "image-classification"
-HUB_ORG = "metaug-features"
-REPO_IDS = {"conv": f"{HUB_ORG}/metaug-alexnet32-cifar10-conv", "fc": f"{HUB_ORG}/metaug-alexnet32-cifar10-fc"}
+#: The Hub repos the cards are written for: those the built-in aliases point to.
+REPO_IDS = {layer: MODEL_ALIASES[f"cifar10-{layer}"][0] for layer in ("conv", "fc")}
 
 
 def run_budget(run_dir: Path) -> dict[str, Any]:
@@ -110,13 +113,6 @@ def floor_and_baseline_notes(evals: dict[str, dict[str, Any]], budgets: dict[str
                      f"{cb['images_per_second'] / mb['images_per_second']:.1f}x a CMC step on this CPU (meta step every "
                      f"{mb['meta_every']} iterations), so MetAug got {mb['epochs']} epochs to CMC's {cb['epochs']}.")
     return notes
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,8 +58,10 @@ for layer in conv fc; do
 done
 
 echo "[release] 4/4 checks"
-metaug-push "$HUB/cifar10-conv" --repo-id metaug-features/metaug-alexnet32-cifar10-conv --dry-run
-metaug-push "$HUB/cifar10-fc" --repo-id metaug-features/metaug-alexnet32-cifar10-fc --dry-run
+for layer in conv fc; do   # the repo the built-in alias cifar10-$layer points to
+    repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
+    metaug-push "$HUB/cifar10-$layer" --repo-id "$repo" --dry-run
+done
 python benchmarks/reproduce_release.py "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
     --work-dir "$WORK/reproduce" --json-out "$OUT/reproduce.json"
 du -sh "$HUB/cifar10-conv" "$HUB/cifar10-fc"

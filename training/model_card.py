@@ -100,7 +100,7 @@ def model_index(model_name: str, metrics: Sequence[Mapping[str, Any]]) -> list[d
     return [{"name": model_name, "results": list(results.values())}]
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A Markdown table of ``rows`` (columns: the given ones, or the first row's keys)."""
     cols = list(columns) if columns else list(rows[0].keys())
 
@@ -187,9 +187,9 @@ def render_card(
         "budget": _kv_list(budget),
         "hardware": hardware,
         "provenance": _kv_list(dict(config.provenance or {})),
-        "metrics_table": _table(metrics, ["name", "dataset", "split", "metric", "value"]
+        "metrics_table": markdown_table(metrics, ["name", "dataset", "split", "metric", "value"]
                                 if any("split" in m for m in metrics) else ["name", "dataset", "metric", "value"]),
-        "comparison": _table(comparison) if comparison else "Not measured for this release.",
+        "comparison": markdown_table(comparison) if comparison else "Not measured for this release.",
         "license_text": _LICENSE_TEXT.get(license, license),
         "notes": "".join(f"\n- {n}" for n in (notes or [])),
     }
