@@ -64,6 +64,14 @@ def make_trainers(width: float, n: int, batch: int, k: int, threads: int) -> dic
     return out
 
 
+def timed_steps(tr: Trainer, first: int, count: int) -> tuple[float, float]:
+    """Run steps ``first .. first + count - 1``; wall and process CPU seconds per step."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for s in range(first, first + count):
+        tr.step(s)
+    return (time.perf_counter() - t0) / count, (time.process_time() - c0) / count
+
+
 def bench(width: float, n: int, batch: int, k: int, rounds: int, steps: int, threads: int) -> dict[str, float]:
     """Median seconds per step of every method (steps per round is a multiple of 4, so each
     metaug (meta_every 4) round holds whole meta cycles)."""
@@ -76,12 +84,10 @@ def bench(width: float, n: int, batch: int, k: int, rounds: int, steps: int, thr
     cpu: dict[str, list[float]] = {name: [] for name in trainers}
     for r in range(rounds):
         for name, tr in trainers.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                tr.step(next_step[name])
-                next_step[name] += 1
-            times[name].append((time.perf_counter() - t0) / steps)
-            cpu[name].append((time.process_time() - c0) / steps)
+            wall, cpu_s = timed_steps(tr, next_step[name], steps)
+            next_step[name] += steps
+            times[name].append(wall)
+            cpu[name].append(cpu_s)
         print(f"  width {width} round {r + 1}/{rounds}: " + ", ".join(
             f"{k_} {v[-1] * 1000:.0f} ms wall / {cpu[k_][-1] * 1000:.0f} ms cpu" for k_, v in times.items()), flush=True)
     return {name: (statistics.median(times[name]), statistics.median(cpu[name])) for name in trainers}
@@ -104,14 +110,14 @@ def table(results: dict[float, dict[str, tuple[float, float]]], batch: int) -> s
 BEGIN, END = "<!-- train_step:start -->", "<!-- train_step:end -->"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) this script's section of RESULTS.md, between its own markers, and
-    leave the other sections alone."""
+def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace (or append) the section of RESULTS.md between the markers ``begin`` and ``end``
+    and leave the other sections alone."""
     old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    start, end = old.find(BEGIN), old.find(END)
-    if start >= 0 and end > start:
-        new = old[:start] + block + old[end + len(END):].lstrip("\n")
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    i, j = old.find(begin), old.find(end)
+    if i >= 0 and j > i:
+        new = old[:i] + block + old[j + len(end):].lstrip("\n")
     else:
         new = old.rstrip("\n") + "\n\n" + block
     from metaug_features.atomic import atomic_write_text

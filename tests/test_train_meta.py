@@ -151,10 +151,14 @@ def explicit_unroll(enc, mags, x, bank, sidx, cfg, eta, first_order=False):
     return {n: gi for (n, _), gi in zip(mags.named_parameters(), grads)}, l_out.detach()
 
 
-def test_meta_gradient_equals_explicit_unroll_and_differs_from_first_order():
+GRAD_MODES = pytest.mark.parametrize("grad_mode", ["jvp", "double_backward"])
+
+
+@GRAD_MODES
+def test_meta_gradient_equals_explicit_unroll_and_differs_from_first_order(grad_mode):
     enc, mags, bank, idx, sidx, x = _setup()
     inner, outer = _loss_fns(bank, sidx, CFG)
-    ours, loss = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer)
+    ours, loss = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer, grad_mode=grad_mode)
     ref, ref_loss = explicit_unroll(enc, mags, x, bank, sidx, CFG, ETA)
     assert set(ours) == {n for n, _ in mags.named_parameters()}
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
@@ -172,8 +176,8 @@ def _mag_loss(enc, mags, x, inner, outer, eta):
     return mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer)[1]
 
 
-def _finite_difference_check(enc, mags, x, inner, outer, eta, coords, eps=1e-6):
-    ours, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer)
+def _finite_difference_check(enc, mags, x, inner, outer, eta, coords, eps=1e-6, grad_mode="jvp"):
+    ours, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, grad_mode=grad_mode)
     fo, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, first_order=True)
     params = dict(mags.named_parameters())
     fd_vals, so_vals, fo_vals = [], [], []
@@ -197,17 +201,19 @@ def _finite_difference_check(enc, mags, x, inner, outer, eta, coords, eps=1e-6):
     return err_so, err_fo
 
 
-def test_meta_gradient_matches_finite_differences_tiny_encoder():
+@GRAD_MODES
+def test_meta_gradient_matches_finite_differences_tiny_encoder(grad_mode):
     enc, mags, bank, idx, sidx, x = _setup(seed=1)
     inner, outer = _loss_fns(bank, sidx, CFG)
     coords = [("l.net.0.weight", (0, 1)), ("l.net.3.weight", (2, 4)), ("ab.net.1.weight", (3,)),
               ("ab.net.6.bias", (5,)), ("ab.net.0.bias", (1,)), ("l.net.4.bias", (0,))]
-    err_so, err_fo = _finite_difference_check(enc, mags, x, inner, outer, ETA, coords)
+    err_so, err_fo = _finite_difference_check(enc, mags, x, inner, outer, ETA, coords, grad_mode=grad_mode)
     assert err_so < 1e-6, err_so
     assert err_fo > 100 * max(err_so, 1e-9), (err_so, err_fo)
 
 
-def test_meta_gradient_matches_finite_differences_metaug_encoder():
+@GRAD_MODES
+def test_meta_gradient_matches_finite_differences_metaug_encoder(grad_mode):
     from metaug_features import EncoderConfig, build_encoder
 
     torch.manual_seed(3)
@@ -221,7 +227,7 @@ def test_meta_gradient_matches_finite_differences_metaug_encoder():
     cfg = ObjectiveConfig(delta=1.0, alpha=0.0, reg_where="off")
     inner, outer = _loss_fns(bank, sidx, cfg)
     coords = [("l.net.0.weight", (3, 7)), ("ab.net.3.weight", (10, 20)), ("l.net.6.bias", (2,))]
-    err_so, err_fo = _finite_difference_check(enc, mags, x, inner, outer, 1.0, coords)
+    err_so, err_fo = _finite_difference_check(enc, mags, x, inner, outer, 1.0, coords, grad_mode=grad_mode)
     assert err_so < 1e-5, err_so
     assert err_fo > 100 * max(err_so, 1e-9), (err_so, err_fo)
 
@@ -242,8 +248,9 @@ def _buffers(module):
     return {n: b.clone() for n, b in module.named_buffers()}
 
 
+@GRAD_MODES
 @pytest.mark.parametrize("kind", ["tiny", "metaug"])
-def test_meta_step_has_no_side_effects(kind):
+def test_meta_step_has_no_side_effects(kind, grad_mode):
     """BN running_mean / running_var / num_batches_tracked of encoder and MAGs unchanged,
     no .grad written, module modes restored, memory bank not updated."""
     if kind == "tiny":
@@ -264,7 +271,8 @@ def test_meta_step_has_no_side_effects(kind):
     enc_buf, mag_buf, bank_before = _buffers(enc), _buffers(mags), bank.bank.clone()
     assert any("num_batches_tracked" in n for n in enc_buf) and any("running_var" in n for n in enc_buf)
     enc.eval()  # the meta step must still use batch statistics, and restore eval mode afterwards
-    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, ObjectiveConfig(), inner_lr=1e-3)
+    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, ObjectiveConfig(), inner_lr=1e-3,
+                                         grad_mode=grad_mode)
     assert not enc.training and all(not m.training for m in enc.modules())
     assert mags.training
     for n, b in _buffers(enc).items():
@@ -310,3 +318,32 @@ def test_metaug_meta_step_matches_generic_call_and_set_gradients():
         torch.testing.assert_close(p.grad, 2 * grads[n])
     with pytest.raises(ValueError):
         set_gradients(mags, {"nope": torch.zeros(1)})
+
+
+def test_meta_grad_modes_agree_on_the_metaug_encoder_with_channels_last():
+    """The jvp route and the double backward give the same MAG gradients on the real encoder
+    (float64, BN in train mode, all six view pairs, R in the MAG loss), and with NHWC weights."""
+    from metaug_features import EncoderConfig, build_encoder
+
+    torch.manual_seed(7)
+    enc = build_encoder(EncoderConfig(architecture="alexnet32", width=0.125, views=VIEWS)).double()
+    mags = build_mags_for(enc).double()
+    g = torch.Generator().manual_seed(7)
+    bank = MemoryBank(VIEWS, 50, dim=128, num_negatives=12, generator=g).double()
+    sidx = bank.sample(torch.randperm(50, generator=g)[:6], generator=g)
+    x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
+    cfg = ObjectiveConfig(delta=0.5, alpha=0.1, reg_c=1.0, reg_where="both")
+    ref, ref_loss, _ = metaug_meta_step(enc, mags, x, bank, sidx, cfg, inner_lr=0.5, grad_mode="double_backward")
+    enc.to(memory_format=torch.channels_last)
+    for x_in in (x, x.contiguous(memory_format=torch.channels_last)):
+        ours, loss, _ = metaug_meta_step(enc, mags, x_in, bank, sidx, cfg, inner_lr=0.5, grad_mode="jvp")
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+        for n in ref:
+            torch.testing.assert_close(ours[n], ref[n], rtol=1e-9, atol=1e-12)
+
+
+def test_unknown_meta_grad_mode_is_refused():
+    enc, mags, bank, idx, sidx, x = _setup()
+    inner, outer = _loss_fns(bank, sidx, CFG)
+    with pytest.raises(ValueError, match="grad_mode"):
+        mag_meta_gradients(enc, mags, x, inner, ETA, grad_mode="hessian")

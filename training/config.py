@@ -162,6 +162,9 @@ class OptimConfig:
     accum_steps: int = 1
 
 
+META_GRAD_MODES = ("jvp", "double_backward")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """How the run is executed and recorded (never changes the maths, so a resume may change it).
@@ -174,6 +177,21 @@ class RunConfig:
     max_steps: stop after this global step (0 = run all epochs); the schedule is unchanged.
     stop_after_minutes: wall-clock deadline; the run stops cleanly, checkpoints and exports.
     export: write ``export/`` (the inference model folder) when the run stops.
+
+    Speed settings (benchmarks/train_speed.py measures each, "Training speed" in
+    benchmarks/RESULTS.md; none changes the maths beyond float rounding,
+    tests/test_train_speed_settings.py checks it). Defaults are what won on the 2-core CPU:
+    channels_last: keep conv weights and inputs in NHWC (oneDNN's fast layout on CPUs). On.
+    prefetch: prepare the next step's batch (gather, crop, flip, Lab) in a worker thread while
+        the current step computes. On: the data path is only a few per cent of a CPU step, but
+        the worker keeps it off the critical path (and matters more where the step runs on a GPU).
+    meta_grad: "jvp" (default) computes the meta step's second-order term as a Jacobian-vector
+        product through the encoder and a double backward through the loss head only;
+        "double_backward" differentiates the whole inner backward (the textbook route).
+    compile: ``torch.compile`` the encoder forward of the encoder step (inductor). Off: slower
+        than eager here and a minute of compiling per run.
+    keep_freed_memory: keep freed blocks in glibc's heap instead of returning them to the
+        kernel, so a step does not page-fault its tensors in again (training/cpu_tuning.py). On.
     """
 
     out_dir: str = "runs/default/full"
@@ -187,6 +205,11 @@ class RunConfig:
     stop_after_minutes: float = 0.0
     export: bool = True
     quiet: bool = False
+    channels_last: bool = True
+    prefetch: bool = True
+    meta_grad: str = "jvp"
+    compile: bool = False
+    keep_freed_memory: bool = True
 
 
 @dataclass(frozen=True)
@@ -549,6 +572,7 @@ def validate(cfg: TrainConfig) -> None:
     if not (r.device in ("auto", "cpu", "cuda") or (r.device.startswith("cuda:") and r.device[5:].isdigit())):
         raise ConfigError(f"config key 'run.device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
     _choice("run.precision", r.precision, ("fp32", "bf16"))
+    _choice("run.meta_grad", r.meta_grad, META_GRAD_MODES)
     for key, v in (("run.num_threads", r.num_threads), ("run.max_steps", r.max_steps), ("run.seed", r.seed)):
         if v < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {v}")

@@ -103,6 +103,7 @@ class MemoryBank(nn.Module):
         init = torch.randn(len(views), num_samples, dim, generator=generator)
         self.register_buffer("bank", F.normalize(init, dim=-1))
         self._view_index = {v: i for i, v in enumerate(views)}
+        self._workspace = _Workspace()
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -179,9 +180,10 @@ class MemoryBank(nn.Module):
         if anchor.dtype != mem.dtype:
             anchor = anchor.to(mem.dtype)
         if self.scoring == "full":
-            # SPEC 3(a): one [B, N] GEMM, then pick each row's K+1 columns. Same numbers as the
-            # per-anchor gather (both are d-term dot products of the same vectors).
-            return (anchor @ mem.t()).gather(1, sample_idx)
+            # SPEC 3(a): one [B, N] GEMM, then pick each row's K+1 columns; the backward is a
+            # fused gather-and-sum (see sampled_scores). Same numbers as the per-anchor gather
+            # up to float rounding (both are d-term dot products of the same vectors).
+            return sampled_scores(anchor, mem, sample_idx, self._workspace)
         if self.scoring == "gather":
             rows = mem[sample_idx]  # [B, K+1, d], the expensive reference path
             return torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
@@ -270,6 +272,71 @@ class MemoryBank(nn.Module):
             mem = self.view_bank(v)
             mixed = mem[idx].mul(m).add_(feat, alpha=1.0 - m)
             mem.index_copy_(0, idx, F.normalize(mixed, dim=1))
+
+
+class _SampledScores(torch.autograd.Function):
+    """``S[i, j] = <anchor[i], mem[idx[i, j]]>``: anchors ``[B, d]``, memory ``[N, d]``,
+    indices ``[B, M]`` -> ``[B, M]``. Linear in ``anchor``; its adjoint is
+    :class:`_SampledScoresAdjoint`, and each one's backward calls the other, so gradients of
+    any order (the meta step differentiates a backward) stay on the fast kernels."""
+
+    @staticmethod
+    def forward(ctx, anchor: Tensor, mem: Tensor, idx: Tensor, workspace: _Workspace | None) -> Tensor:
+        ctx.save_for_backward(mem, idx)
+        ctx.workspace = workspace
+        # One [B, N] GEMM then a gather: ~10x the dot products needed (K+1 of N columns), but a
+        # GEMM at peak beats any gather of B x (K+1) rows of d floats on this CPU (SPEC 3(a)).
+        # The [B, N] product is written into a reused buffer: a fresh 25 MB tensor per call
+        # costs as much in page faults as the GEMM itself.
+        full = workspace.get(anchor.shape[0], mem.shape[0], mem) if workspace is not None else None
+        return torch.mm(anchor, mem.t(), out=full).gather(1, idx)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        mem, idx = ctx.saved_tensors
+        return _SampledScoresAdjoint.apply(grad, mem, idx, ctx.workspace), None, None, None
+
+
+class _SampledScoresAdjoint(torch.autograd.Function):
+    """``A[i] = sum_j G[i, j] * mem[idx[i, j]]``: weights ``[B, M]`` -> ``[B, d]``, the adjoint
+    of :class:`_SampledScores` (the gradient of the scores w.r.t. the anchors)."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, mem: Tensor, idx: Tensor, workspace: _Workspace | None) -> Tensor:
+        ctx.save_for_backward(mem, idx)
+        ctx.workspace = workspace
+        # embedding_bag fuses gather and weighted sum: no [B, N] scatter of the gradient and no
+        # [B, N] x [N, d] GEMM (~4x faster for B 128, N 50,000, K 4096).
+        return F.embedding_bag(idx, mem, per_sample_weights=weights.to(mem.dtype), mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        mem, idx = ctx.saved_tensors
+        return _SampledScores.apply(grad, mem, idx, ctx.workspace), None, None, None
+
+
+class _Workspace:
+    """A reusable scratch buffer for the transient ``[B, N]`` products of ``"full"`` scoring.
+    Each product is consumed (gathered) before the next one is written, so one buffer serves
+    every call of a step, forward and backward."""
+
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None
+
+    def get(self, rows: int, cols: int, like: Tensor) -> Tensor:
+        n = rows * cols
+        b = self.buf
+        if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+            b = self.buf = torch.empty(n, dtype=like.dtype, device=like.device)
+        return b[:n].view(rows, cols)
+
+
+def sampled_scores(anchor: Tensor, mem: Tensor, idx: Tensor, workspace: _Workspace | None = None) -> Tensor:
+    """Scores ``[B, M]`` of anchors ``[B, d]`` against memory rows ``mem[idx]`` (``idx``
+    ``[B, M]``), differentiable (to any order) w.r.t. ``anchor`` only; ``mem`` is treated as a
+    constant (the bank is a buffer). ``workspace`` (optional) is reused for the ``[B, N]``
+    intermediate product."""
+    return _SampledScores.apply(anchor, mem.detach(), idx, workspace)
 
 
 def _first_occurrence(idx: Tensor) -> Tensor:

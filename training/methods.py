@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from .losses import NCELoss, infonce_loss
 from .memory_bank import MemoryBank
 from .meta import metaug_meta_step, set_gradients
 from .objective import ObjectiveConfig, OUCLOptions, metaug_objective
+from .phase_timer import NO_TIMER
 
 
 class Embedder(nn.Module):
@@ -68,6 +69,11 @@ class TrainState:
     nce: NCELoss | None = None
     #: device bool scalar: became True if any loss so far was NaN/inf (checked at log steps).
     nonfinite: Tensor | None = None
+    #: phase timer (``with timer("forward"):``); a no-op unless a benchmark sets a PhaseTimer.
+    timer: Any = NO_TIMER
+    #: the encoder-step forward ``x -> {view: [b, d]}``: ``model`` itself, or its
+    #: ``torch.compile``d version (``run.compile``); same parameters either way.
+    forward: Any = None
 
 
 def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
@@ -159,6 +165,8 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
     """
     accum = cfg.optim.accum_steps
     objective = objective_config(cfg)
+    timer = state.timer
+    forward = state.forward if state.forward is not None else state.model
     xs, idxs, sis = x.chunk(accum), idx.chunk(accum), sample_idx.chunk(accum)
     logs: dict[str, Tensor] = {}
     feats: list[dict[str, Tensor]] = []
@@ -171,39 +179,45 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
             with sync:
                 # bf16 autocast covers the encoder only; scores and losses stay fp32 (a bf16 dot
                 # product of unit vectors is only good to ~3 digits, too coarse at T = 0.07).
-                with _autocast(cfg, ctx.device):
-                    z = state.model(xs[a])
-                z = {v: t.float() for v, t in z.items()}
-                loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
-                (loss / accum).backward()
+                with timer("forward"), _autocast(cfg, ctx.device):
+                    z = forward(xs[a])
+                with timer("loss"):
+                    z = {v: t.float() for v, t in z.items()}
+                    loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
+                with timer("backward"):
+                    (loss / accum).backward()
             feats.append({v: t.detach().float() for v, t in z.items()})
             _accumulate(logs, terms, 1.0 / accum)
             bad = ~torch.isfinite(loss.detach())
             state.nonfinite = bad if state.nonfinite is None else (state.nonfinite | bad)
-    state.opt.step()
+    with timer("optimizer"):
+        state.opt.step()
     if state.nce is not None and ctx.distributed and step == 0:
         # NCE's constant Z is estimated from the first batch; all ranks keep rank 0's.
         torch.distributed.broadcast(state.nce.normalizers, 0)
     # 2. memory bank <- encoder features of the whole global batch
-    views = state.bank.views
-    z_local = torch.stack([torch.cat([f[v] for f in feats]) for v in views])  # [V, b, d]
-    z_all = all_gather_cat(z_local.transpose(0, 1).contiguous(), ctx).transpose(0, 1)  # [V, B, d]
-    idx_all = all_gather_cat(idx, ctx)
-    state.bank.update({v: z_all[i] for i, v in enumerate(views)}, idx_all)
+    with timer("bank_update"):
+        views = state.bank.views
+        z_local = torch.stack([torch.cat([f[v] for f in feats]) for v in views])  # [V, b, d]
+        z_all = all_gather_cat(z_local.transpose(0, 1).contiguous(), ctx).transpose(0, 1)  # [V, B, d]
+        idx_all = all_gather_cat(idx, ctx)
+        state.bank.update({v: z_all[i] for i, v in enumerate(views)}, idx_all)
     # 3. meta step of the MAGs
     if cfg.method == "metaug" and step % cfg.metaug.meta_every == 0:
         assert state.mags is not None and state.mag_opt is not None
-        grads: dict[str, Tensor] = {}
-        for a in range(accum):
-            # Under bf16 the whole meta step (both encoder forwards and both losses) is autocast:
-            # metaug_meta_step owns the forward/loss interleaving.
-            with _autocast(cfg, ctx.device):
-                g, mag_loss, _ = metaug_meta_step(state.encoder, state.mags, xs[a], state.bank, sis[a],
-                                                  objective, inner_lr=cfg.metaug.inner_lr)
-            _accumulate(grads, {k: t.float() for k, t in g.items()}, 1.0 / accum)
-            _accumulate(logs, {"mag_loss": mag_loss}, 1.0 / accum)
-        names = list(grads)
-        all_reduce_mean_([grads[n] for n in names], ctx)
-        set_gradients(state.mags, grads)
-        state.mag_opt.step()
+        with timer("meta"):
+            grads: dict[str, Tensor] = {}
+            for a in range(accum):
+                # Under bf16 the whole meta step (both encoder forwards and both losses) is
+                # autocast: metaug_meta_step owns the forward/loss interleaving.
+                with _autocast(cfg, ctx.device):
+                    g, mag_loss, _ = metaug_meta_step(state.encoder, state.mags, xs[a], state.bank, sis[a],
+                                                      objective, inner_lr=cfg.metaug.inner_lr,
+                                                      grad_mode=cfg.run.meta_grad)
+                _accumulate(grads, {k: t.float() for k, t in g.items()}, 1.0 / accum)
+                _accumulate(logs, {"mag_loss": mag_loss}, 1.0 / accum)
+            names = list(grads)
+            all_reduce_mean_([grads[n] for n in names], ctx)
+            set_gradients(state.mags, grads)
+            state.mag_opt.step()
     return logs
