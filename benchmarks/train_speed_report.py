@@ -143,7 +143,7 @@ def limits(fast: dict[str, Any]) -> str:
     return (
         f"- cmc at width 0.5: the encoder is {ph['forward'] * 1000:.0f} ms forward of a {cmc['wall_s'] * 1000:.0f} ms step; "
         f"the `loss` phase ({ph['loss'] * 1000:.0f} ms) is almost all memory-bank scoring: six view pairs, each a "
-        "[128 x 128] x [128 x 50,000] GEMM (1.6 GFLOP, ~15 ms here) plus its gather, and ~8 ms each again in the "
+        "[128 x 128] x [128 x 50,000] GEMM (1.6 GFLOP) plus its gather, and a fused gather-and-sum each in the "
         "backward. Those GEMMs are waste by the MFU definition and their cost per image does not shrink with "
         "the batch, so three views at width 0.5 stay under 50% at batch 128 (two views, as SPEC 10's figure, have a "
         "third of the pairs). Batch 256 reaches it (sweep below), width 1.0 is far above it.\n"
@@ -151,7 +151,7 @@ def limits(fast: dict[str, Any]) -> str:
         "forward+backward passes (at theta' and at theta*), one forward-mode product through the encoder (the jvp "
         "route replaces the encoder's double backward by it), and three scorings of two anchor sets each "
         "(z and MAG(z), z* and MAG(z*), and the second-order pass through the loss head), each with OUCL's five "
-        "terms and R. Nothing in it is computed twice; it is 4-5 cmc steps of work, so meta_every 1 cannot come "
+        f"terms and R. Nothing in it is computed twice; it is {meta / cmc['wall_s']:.1f} cmc steps of work, so meta_every 1 cannot come "
         "within 3x without changing the maths (a first-order meta step, fewer augmented terms, or shared "
         "negatives would -- none is a default).")
 

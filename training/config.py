@@ -189,7 +189,7 @@ class RunConfig:
         product through the encoder and a double backward through the loss head only;
         "double_backward" differentiates the whole inner backward (the textbook route).
     compile: ``torch.compile`` the encoder forward of the encoder step (inductor). Off: slower
-        than eager here and a minute of compiling per run.
+        than eager here, and it compiles at the first step.
     keep_freed_memory: keep freed blocks in glibc's heap instead of returning them to the
         kernel, so a step does not page-fault its tensors in again (training/cpu_tuning.py). On.
     """

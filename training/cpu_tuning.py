@@ -2,11 +2,12 @@
 
 glibc's ``malloc`` serves every block above its mmap threshold (128 KB, adaptively up to
 32 MB) with a fresh ``mmap`` and returns it to the kernel on ``free``. A training step
-allocates and frees tens of MB of activations, gradients and ``[B, N]`` score products, so
-every step page-faults them all in again: on the 2-core VM this was ~11,000 minor faults and
-~20% of a CMC step (``benchmarks/train_speed.py`` reports faults per step). Raising the mmap
-threshold to its maximum and switching off heap trimming keeps freed blocks in the heap for the
-next step, so the same memory is reused instead of faulted in.
+allocates and frees tens of MB of activations, gradients and ``[B, N]`` score products; the
+adaptive threshold settles for a fixed-shape step after a few steps, but a MetAug step (tensors
+of many shapes) keeps faulting its memory in again. ``benchmarks/train_speed.py`` reports minor
+faults per step (RESULTS.md, "Training speed": a MetAug step at width 0.5 went from ~23,000 to
+~1,500). Raising the mmap threshold to its maximum and switching off heap trimming keeps freed
+blocks in the heap for the next step, so the same memory is reused instead of faulted in.
 """
 
 from __future__ import annotations

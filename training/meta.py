@@ -123,7 +123,7 @@ def mag_meta_gradients(
 
         dL_out/dphi = (direct, through MAG(z*)) - eta * d/dphi <u(phi), J v>,   v = dL_out/dtheta*.
 
-    J v is one forward-mode product through the encoder (``torch.func.jvp``), and
+    J v is one forward-mode product through the encoder (``torch.autograd.forward_ad``), and
     d/dphi <u, w> is a double backward through the loss head only (MAGs, bank scores, OUCL):
     no second-order graph of the encoder's backward is ever built.
 
@@ -188,12 +188,11 @@ def _meta_gradients_jvp(enc: nn.Module, apply_mags: nn.Module, theta: dict[str, 
     # w = J v, forward mode at theta' (fresh buffer copies: BN statistics untouched).
     primals = {n: p.detach() for n, p in theta.items()}
     tangents = {n: (torch.zeros_like(p) if vi is None else vi) for (n, p), vi in zip(primals.items(), v)}
-    frozen_params = {n: p for n, p in enc.named_parameters() if n not in theta}
     # torch.autograd.forward_ad (dual tensors) rather than torch.func.jvp: BN writes its
     # running statistics in place, which func transforms refuse on captured buffers.
     with fwAD.dual_level():
         duals = {n: fwAD.make_dual(p, t) for (n, p), t in zip(primals.items(), tangents.values())}
-        out = functional_call(enc, (duals, frozen_params, _buffer_copies(enc)), (x,))
+        out = _call(enc, duals, x)
         w = [fwAD.unpack_dual(out[k]).tangent for k in z_leaf]
     w = [torch.zeros_like(u_i) if w_i is None else w_i for u_i, w_i in zip(u, w)]
     # second-order term: -eta * d/dphi <u(phi), w>, through the loss head only.

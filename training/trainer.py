@@ -100,8 +100,9 @@ def build_state(cfg: TrainConfig, num_samples: int, ctx: DistContext) -> TrainSt
     torch.manual_seed(cfg.run.seed)
     encoder = build_encoder(cfg.encoder_config()).to(ctx.device).train()
     if cfg.run.channels_last:
-        # NHWC conv weights (and inputs, see Trainer.batch): oneDNN's fast layout, 1.5x on the
-        # 2-core CPU at width 0.5. Same Parameter objects, so the optimisers below see them.
+        # NHWC conv weights (and inputs, see Trainer.batch): oneDNN's fast layout (NCHW takes
+        # 1.19x the step, benchmarks/RESULTS.md). Same Parameter objects, so the optimisers
+        # below see them.
         encoder.to(memory_format=torch.channels_last)
     mags = build_mags_for(encoder).to(ctx.device).train() if cfg.method == "metaug" else None
     bank_gen = torch.Generator().manual_seed(cfg.run.seed + 1)
