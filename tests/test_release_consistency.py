@@ -20,7 +20,11 @@ from metaug_features import load_encoder
 from metaug_training.publish import validate_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RELEASE = REPO_ROOT / "benchmarks" / "release"
+#: Which measurements and recipe the shipped folders come from (the first release or a campaign leg).
+CURRENT = json.loads((REPO_ROOT / "benchmarks" / "current_release.json").read_text())
+RELEASE = REPO_ROOT / CURRENT["record"]
+EVALUATION = REPO_ROOT / CURRENT["evaluation"]
+RECIPE = REPO_ROOT / CURRENT["recipe"]
 FOLDERS = {layer: REPO_ROOT / "hub" / f"cifar10-{layer}" for layer in ("conv", "fc")}
 MAX_FOLDER_BYTES = 25 * 1024 * 1024
 
@@ -58,7 +62,7 @@ def test_both_folders_hold_the_same_network():
 def test_card_metrics_are_the_measured_ones(layer):
     """Card model-index == the metrics make_release_cards.py derives from the evaluation JSON."""
     cards = _cards_module()
-    measured = json.loads((RELEASE / "metaug.json").read_text())
+    measured = json.loads(EVALUATION.read_text())
     expected = [(m["name"], m["value"]) for m in cards.layer_metrics(measured, layer)]
     card = ModelCard.load(FOLDERS[layer] / "README.md")
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == expected
@@ -74,7 +78,7 @@ def test_card_metrics_are_the_measured_ones(layer):
 
 
 def test_provenance_matches_recipe():
-    recipe = json.loads((REPO_ROOT / "training" / "recipes" / "cifar10-release-metaug.json").read_text())
+    recipe = json.loads(RECIPE.read_text())
     enc = load_encoder(FOLDERS["conv"])
     prov = enc.config.provenance
     assert prov["method"] == recipe["method"] == "metaug"

@@ -177,6 +177,10 @@ class RunConfig:
     max_steps: stop after this global step (0 = run all epochs); the schedule is unchanged.
     stop_after_minutes: wall-clock deadline; the run stops cleanly, checkpoints and exports.
     export: write ``export/`` (the inference model folder) when the run stops.
+    warm_start: a compact-state folder (``training/compact_state.py``, written by
+        ``metaug-compact-state``) that ``--resume`` continues from when there is no full
+        checkpoint in ``out_dir`` (a run continued on another machine). Not bit-exact: the
+        memory bank is rebuilt and the optimiser momentum restarts. "" = none.
 
     Speed settings (benchmarks/train_speed.py measures each, "Training speed" in
     benchmarks/RESULTS.md; none changes the maths beyond float rounding,
@@ -204,6 +208,7 @@ class RunConfig:
     max_steps: int = 0
     stop_after_minutes: float = 0.0
     export: bool = True
+    warm_start: str = ""
     quiet: bool = False
     channels_last: bool = True
     prefetch: bool = True

@@ -139,6 +139,7 @@ def render_card(
     encoder: MetAugEncoder | None = None,
     template: str | Path | None = None,
     notes: Sequence[str] | None = None,
+    comparison_title: str = "Comparison with CMC at equal budget",
 ) -> str:
     """Render the release model card of a folder whose config is ``config``.
 
@@ -156,6 +157,7 @@ def render_card(
         template: another template file (default ``model_cards/encoder_card.md``).
         notes: release-specific limitations, each a sentence derived from the measurements
             (e.g. "below the random-init floor"); added to the card's Limitations list.
+        comparison_title: the heading of the comparison section.
     Returns:
         README.md text: YAML front matter + Markdown.
     """
@@ -189,6 +191,7 @@ def render_card(
         "provenance": _kv_list(dict(config.provenance or {})),
         "metrics_table": markdown_table(metrics, ["name", "dataset", "split", "metric", "value"]
                                 if any("split" in m for m in metrics) else ["name", "dataset", "metric", "value"]),
+        "comparison_title": comparison_title,
         "comparison": markdown_table(comparison) if comparison else "Not measured for this release.",
         "license_text": _LICENSE_TEXT.get(license, license),
         "notes": "".join(f"\n- {n}" for n in (notes or [])),
@@ -201,7 +204,8 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
     function ``(config, encoder) -> card text`` for the export step.
 
     The JSON holds ``metrics`` (required) and optionally ``recipe``, ``budget``, ``hardware``,
-    ``comparison``, ``repo_id``, ``license``, ``notes`` — the keyword arguments of :func:`render_card`.
+    ``comparison``, ``comparison_title``, ``repo_id``, ``license``, ``notes`` — the keyword arguments of
+    :func:`render_card`.
     """
     p = Path(path)
     try:
@@ -211,7 +215,8 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
     if not isinstance(spec, dict) or "metrics" not in spec:
         raise ConfigError(f"{p} must be a JSON object with a 'metrics' list (and optional recipe, budget, "
                           f"hardware, comparison, repo_id, license)")
-    unknown = sorted(set(spec) - {"metrics", "recipe", "budget", "hardware", "comparison", "repo_id", "license", "notes"})
+    unknown = sorted(set(spec) - {"metrics", "recipe", "budget", "hardware", "comparison", "comparison_title", "repo_id",
+                             "license", "notes"})
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}")
     metrics = check_metrics(spec["metrics"])
@@ -228,6 +233,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
             license=spec.get("license", "mit"),
             encoder=encoder,
             notes=spec.get("notes"),
+            comparison_title=spec.get("comparison_title", "Comparison with CMC at equal budget"),
         )
 
     return render

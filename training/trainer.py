@@ -41,10 +41,11 @@ from metaug_features.model import build_encoder
 
 from .augment import BatchAugment, apply_crops
 from .cpu_tuning import keep_freed_memory
+from .compact_state import has_compact_state, load_compact_state
 from .checkpoint import CheckpointError, checkpoint_path, git_commit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_KEYS, RESUMABLE_SECTIONS, TrainConfig, diff_keys
 from .data import ImageArray, epoch_permutation, global_batch_indices, load_image_array, step_generator, steps_per_epoch
-from .distributed import DistContext, any_rank, barrier, cleanup, default_num_threads, init_distributed
+from .distributed import DistContext, all_gather_cat, any_rank, barrier, cleanup, default_num_threads, init_distributed
 from .export import export_encoder, provenance
 from .losses import NCELoss
 from .mag import build_mags_for, mag_norms
@@ -183,11 +184,16 @@ class Trainer:
         lo, hi = ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch
         idx = g_idx[lo:hi]
         dev = ctx.device
-        pixels = self.images.index_select(0, idx.to(self.images.device)).to(dev, non_blocking=True).permute(0, 3, 1, 2)
-        x = self.state.encoder.preprocess.to_input(apply_crops(pixels, params[lo:hi], self.augment.out_size))
-        if cfg.run.channels_last:
+        return self.network_input(idx, params[lo:hi]), idx.to(dev), sample_idx[lo:hi].to(dev, non_blocking=True)
+
+    def network_input(self, idx: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Network input ``[b, C, S, S]`` of dataset rows ``idx`` ``[b]`` cropped and flipped by
+        ``params`` (rows of ``BatchAugment.sample``), on the device."""
+        pixels = self.images.index_select(0, idx.to(self.images.device)).to(self.ctx.device, non_blocking=True)
+        x = self.state.encoder.preprocess.to_input(apply_crops(pixels.permute(0, 3, 1, 2), params, self.augment.out_size))
+        if self.cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, idx.to(dev), sample_idx[lo:hi].to(dev, non_blocking=True)
+        return x
 
     def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``batch(step)``, taken from the worker thread when ``run.prefetch`` is on (the
@@ -248,18 +254,23 @@ class Trainer:
         return {"name": Path(self.cfg.data.path).name, "num_samples": len(self.data),
                 "fingerprint": self.data.fingerprint, "classes": list(self.data.classes)}
 
-    def load(self, ckpt: dict[str, Any]) -> None:
-        """Restore a checkpoint of this run (config and dataset checked first)."""
-        old = TrainConfig.from_dict(ckpt["config"])
+    def check_resumable(self, saved: dict[str, Any]) -> None:
+        """Refuse a saved state (full checkpoint or compact state) of another run: only run.*
+        and RESUMABLE_KEYS may differ, and the dataset must be the same images in the same order."""
+        old = TrainConfig.from_dict(saved["config"])
         changed = [k for k in diff_keys(old, self.cfg)
                    if k.split(".")[0] not in RESUMABLE_SECTIONS and k not in RESUMABLE_KEYS]
         if changed:
             raise ConfigError(f"cannot resume: config key {changed[0]!r} differs from the checkpoint's "
                               f"({', '.join(changed)}); only run.* and {', '.join(RESUMABLE_KEYS)} may change on resume")
-        fp = ckpt.get("dataset", {}).get("fingerprint")
+        fp = saved.get("dataset", {}).get("fingerprint")
         if fp != self.data.fingerprint:
             raise CheckpointError("cannot resume: the dataset differs from the checkpoint's (other files or order); "
                                   "point data.path at the same images")
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        """Restore a checkpoint of this run exactly (config and dataset checked first)."""
+        self.check_resumable(ckpt)
         s = self.state
         s.encoder.load_state_dict(ckpt["encoder"])
         if s.mags is not None:
@@ -272,6 +283,73 @@ class Trainer:
             s.mag_opt.load_state_dict(ckpt["mag_optimizer"])
         set_rng_state(ckpt["rng"])
         self.start_step = int(ckpt["step"])
+
+    def warm_start(self, compact: dict[str, Any]) -> None:
+        """Continue from a compact state (``training/compact_state.py``): weights and step
+        restored, optimiser momentum from zero, global RNGs reseeded from (seed, step), memory
+        bank rebuilt from the weights. Not bit-exact; the data stream continues unchanged."""
+        self.check_resumable(compact)
+        if int(compact["steps_per_epoch"]) != self.spe:
+            raise CheckpointError(f"cannot resume: the compact state has {compact['steps_per_epoch']} steps per "
+                                  f"epoch, this run {self.spe} (optim.batch_size or the dataset changed)")
+        s = self.state
+        s.encoder.load_state_dict(compact["encoder"])
+        if s.mags is not None:
+            if compact.get("mags") is None:
+                raise CheckpointError("cannot resume: the compact state holds no MAG weights")
+            s.mags.load_state_dict(compact["mags"])
+        step = int(compact["step"])
+        torch.manual_seed(step_generator(self.cfg.run.seed, "warm-restart", step).initial_seed())
+        self.start_step = step
+        self.rebuild_bank(step)
+
+    @torch.no_grad()
+    def rebuild_bank(self, step: int) -> None:
+        """Fill every slot of the memory bank with the current encoder's features (L2-normalised),
+        as a warm restart at ``step`` needs: one forward pass over the batches of the last epoch
+        before ``step`` (the first epoch's when ``step`` < one epoch), with their own crops and
+        flips and batch-statistics BN as in training, so the slots look like the ones training
+        writes; the few samples those batches leave out (the dropped partial batch) are embedded
+        in one extra batch padded with other samples. BN running statistics are left unchanged.
+        """
+        cfg, ctx = self.cfg, self.ctx
+        n, g = len(self.data), cfg.optim.batch_size
+        first = step - self.spe if step >= self.spe else 0
+        bn_state = {k: v.clone() for k, v in self.state.encoder.state_dict().items()}
+        model = self.state.model
+        model.train()
+        written = torch.zeros(n, dtype=torch.bool)
+        views = self.state.bank.views
+
+        def write(x: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor) -> None:
+            z = model(x)
+            z_all = all_gather_cat(torch.stack([z[v].float() for v in views], 1).contiguous(), ctx)  # [B, V, d]
+            idx_all = all_gather_cat(idx.to(ctx.device), ctx).cpu()
+            keep_all = all_gather_cat(keep.to(ctx.device), ctx).cpu()
+            for i, v in enumerate(views):
+                rows = torch.nn.functional.normalize(z_all[:, i][keep_all.to(z_all.device)], dim=1)
+                self.state.bank.view_bank(v).index_copy_(0, idx_all[keep_all].to(rows.device), rows.to(self.state.bank.bank.dtype))
+            written[idx_all[keep_all]] = True
+
+        lo, hi = ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch
+        for t in range(first, first + self.spe):
+            epoch, s = divmod(t, self.spe)
+            g_idx = global_batch_indices(n, g, cfg.run.seed, epoch, s)
+            params = self.augment.sample(g, *self.images.shape[1:3], step_generator(cfg.run.seed, "augment", t))
+            idx = g_idx[lo:hi]
+            write(self.network_input(idx, params[lo:hi]), idx, torch.ones(len(idx), dtype=torch.bool))
+        rest = (~written).nonzero().flatten()
+        gen = step_generator(cfg.run.seed, "rebuild", step)
+        while len(rest):
+            # One padded global batch at a time, so batch-statistics BN sees a full batch.
+            take = rest[:g]
+            pad = torch.randperm(n, generator=gen)[: g - len(take)]
+            g_idx = torch.cat([take, pad])
+            keep = torch.arange(g) < len(take)
+            params = self.augment.sample(g, *self.images.shape[1:3], gen)
+            write(self.network_input(g_idx[lo:hi], params[lo:hi]), g_idx[lo:hi], keep[lo:hi])
+            rest = rest[g:]
+        self.state.encoder.load_state_dict(bn_state)
 
     def save(self, step: int, metrics: dict[str, float]) -> Path | None:
         """Checkpoint (rank 0 writes; other ranks return None)."""
@@ -345,6 +423,9 @@ class Trainer:
             ckpt = self.save(step, last)
             export_dir = self.export(step)
             barrier(ctx)
+            # The leg's record for the campaign tooling: job wall time, data decoding included.
+            logger.log_raw({"event": "stop", "status": status, "step": step, "epoch": round(step / self.spe, 4),
+                            "start_step": self.start_step, "job_s": round(time.monotonic() - self.started, 1)})
             if main:
                 logger.message(f"{status} at step {step} (epoch {step / self.spe:.2f}); checkpoint {ckpt}"
                                + (f"; exported to {export_dir}" if export_dir else ""))
@@ -468,14 +549,22 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageArray | None = None
         trainer.started = started
         path = checkpoint_path(cfg.run.out_dir)
         if resume:
+            warm = cfg.run.warm_start
             if path.is_file():
                 ckpt = load_checkpoint(path)
                 trainer.load(ckpt)
                 trainer.last_good = path
                 if ctx.is_main and not cfg.run.quiet:
                     print(f"resuming from {path} at step {trainer.start_step}")
+            elif warm and has_compact_state(warm):
+                trainer.warm_start(load_compact_state(warm))
+                if ctx.is_main and not cfg.run.quiet:
+                    print(f"no checkpoint at {path}; warm restart from the compact state {warm} at step "
+                          f"{trainer.start_step} (weights restored, optimiser momentum reset, memory bank rebuilt: "
+                          "not a bit-exact resume)")
             elif ctx.is_main and not cfg.run.quiet:
-                print(f"no checkpoint at {path}; starting from scratch")
+                where = f" and no compact state at {warm}" if warm else ""
+                print(f"no checkpoint at {path}{where}; starting from scratch")
         if trainer.start_step >= trainer.end_step:
             if ctx.is_main and not cfg.run.quiet:
                 print(f"nothing to do: step {trainer.start_step} >= {trainer.end_step}")

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Everything a training-campaign leg does after its run has stopped (benchmarks/CAMPAIGN.md):
+#
+#   bash benchmarks/campaign_leg.sh LEG
+#
+# 1. export the final checkpoint (runs/cifar10-alexnet32-metaug/full/export);
+# 2. evaluate it on the 10,000 test images (benchmarks/evaluate_encoder.py: weighted k-NN k=200/20,
+#    fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json;
+# 3. append the leg's row to benchmarks/campaign.jsonl and redraw benchmarks/campaign.png;
+# 4. if it beats the current release (weighted k-NN k=200 and fast probe on conv both higher than
+#    the evaluation benchmarks/current_release.json names), re-release: card files, hub/cifar10-conv
+#    (float32) and hub/cifar10-fc (float16, to keep a leg's commit under 30 MB), metaug-push
+#    --dry-run, benchmarks/reproduce_release.py within 0.3 points, current_release.json updated;
+# 5. write the committed resume state runs/cifar10-alexnet32-metaug/state (metaug-compact-state,
+#    reusing the release folders' tensors) and print what the leg adds to the repository.
+#
+# Environment: DATA (CIFAR-10 folder with train/ and test/; default: the shared archive extracted
+# to /tmp/cifar), WORK (feature folders; default /tmp/metaug-campaign).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LEG=${1:?usage: bash benchmarks/campaign_leg.sh LEG}
+RUN=runs/cifar10-alexnet32-metaug/full
+STATE=runs/cifar10-alexnet32-metaug/state
+CKPT=$RUN/checkpoints/last.pt
+DATA=${DATA:-/tmp/cifar/cifar10}
+WORK=${WORK:-/tmp/metaug-campaign}
+EVAL=benchmarks/campaign/leg$LEG.json
+if [ ! -d "$DATA/train" ]; then
+    mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar
+    DATA=/tmp/cifar/cifar10
+fi
+mkdir -p benchmarks/campaign "$WORK"
+
+echo "[leg $LEG] 1/5 export $CKPT"
+metaug-export "$CKPT" "$RUN/export"
+
+echo "[leg $LEG] 2/5 evaluation (log: $WORK/eval.log)"
+python benchmarks/evaluate_encoder.py --model "$RUN/export" --data "$DATA" --out "$WORK/eval-leg$LEG" \
+    --json "$EVAL" --threads 2 --quiet > "$WORK/eval.log" 2>&1
+
+echo "[leg $LEG] 3/5 campaign row"
+python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL"
+
+BEATS=$(python - "$EVAL" <<'EOF'
+import json, sys
+new = json.load(open(sys.argv[1]))
+cur = json.load(open(json.load(open("benchmarks/current_release.json"))["evaluation"]))
+get = lambda e: (e["conv"]["knn"]["k200"]["top1"], e["conv"]["probe"]["top1"])
+print("yes" if all(n > c for n, c in zip(get(new), get(cur))) else "no")
+EOF
+)
+echo "[leg $LEG] 4/5 beats the current release: $BEATS"
+if [ "$BEATS" = yes ]; then
+    python benchmarks/campaign.py cards --leg "$LEG"
+    metaug-export "$CKPT" hub/cifar10-conv --default-layer conv --truncate-after conv \
+        --card-metrics benchmarks/campaign/card-conv.json
+    metaug-export "$CKPT" hub/cifar10-fc --default-layer fc --truncate-after fc --dtype float16 \
+        --card-metrics benchmarks/campaign/card-fc.json
+    for layer in conv fc; do
+        repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
+        metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
+    done
+    python benchmarks/reproduce_release.py hub/cifar10-conv hub/cifar10-fc --data "$DATA" \
+        --work-dir "$WORK/reproduce" --json-out benchmarks/campaign/reproduce.json
+    python - "$EVAL" <<'EOF'
+import json, sys
+from pathlib import Path
+record = {"_comment": json.load(open("benchmarks/current_release.json"))["_comment"], "record": "benchmarks/campaign",
+          "evaluation": sys.argv[1], "recipe": "training/recipes/cifar10-alexnet32-metaug.json"}
+tmp = Path("benchmarks/current_release.json.tmp")
+tmp.write_text(json.dumps(record, indent=2) + "\n")
+tmp.replace("benchmarks/current_release.json")
+EOF
+    python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL" --released
+    REUSE="--reuse hub/cifar10-conv --reuse hub/cifar10-fc"
+else
+    REUSE=""
+fi
+
+echo "[leg $LEG] 5/5 committed resume state $STATE"
+# shellcheck disable=SC2086
+metaug-compact-state "$CKPT" "$STATE" $REUSE
+cp "$RUN/log.jsonl" "$RUN/config.json" runs/cifar10-alexnet32-metaug/
+du -b "$STATE"/* runs/cifar10-alexnet32-metaug/log.jsonl hub/cifar10-conv/* hub/cifar10-fc/* | sort -n

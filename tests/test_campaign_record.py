@@ -1,0 +1,120 @@
+"""The training campaign's record (benchmarks/campaign.py, CAMPAIGN.md, campaign.jsonl, the
+committed resume state) is computed correctly and agrees with itself, the recipe's plan and the
+release."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from metaug_training.compact_state import has_compact_state, load_compact_state
+from metaug_training.config import TrainConfig, diff_keys, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "training" / "recipes" / "cifar10-alexnet32-metaug.json"
+STATE = REPO / "runs" / "cifar10-alexnet32-metaug" / "state"
+JSONL = REPO / "benchmarks" / "campaign.jsonl"
+LEG_BUDGET_BYTES = 30 * 1000 * 1000
+
+
+def _campaign():
+    spec = importlib.util.spec_from_file_location("campaign", REPO / "benchmarks" / "campaign.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows() -> list[dict]:
+    return [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.is_file() else []
+
+
+def test_training_time_counts_logged_intervals_across_kills_and_legs():
+    """Records every 50 steps at 100 img/s (batch 100: 1 s per step); a kill after step 800
+    resumes from the checkpoint at 780 (20 steps redone, counted: they took time); a leg that
+    stopped at its deadline (step 1234) is continued by the next leg from there."""
+    c = _campaign()
+    recs = [{"step": s, "img_per_s": 100.0} for s in range(50, 801, 50)]     # 800 steps
+    recs += [{"step": 800, "img_per_s": 100.0}]                               # resumed at 780: 20
+    recs += [{"step": s, "img_per_s": 50.0} for s in range(850, 1201, 50)]     # 400 steps at 2 s
+    recs += [{"step": 1234, "img_per_s": 50.0}, {"event": "stop", "step": 1234}]  # 34 at 2 s
+    recs += [{"step": 1250, "img_per_s": 100.0}]                              # next leg: 16
+    seconds, steps = c.training_time(recs, batch_size=100, ckpt_every=390)
+    assert steps == 800 + 20 + 400 + 34 + 16
+    assert seconds == pytest.approx(800 + 20 + 800 + 68 + 16)
+    leg2_s, leg2_steps = c.training_time(recs, 100, 390, after_step=1234)
+    assert (leg2_s, leg2_steps) == (pytest.approx(16.0), 16)
+
+
+def test_recipe_plan_arithmetic():
+    """Total epochs = what the legs reach at the measured speed, rounded down; the recipe runs it."""
+    recipe = json.loads(RECIPE.read_text())
+    plan, cfg = recipe["_plan"], load_config(str(RECIPE))
+    assert plan["epoch_images"] == (50000 // cfg.optim.batch_size) * cfg.optim.batch_size
+    reach = plan["legs"] * plan["leg_training_minutes"] * 60 * plan["measured_img_per_s"] / plan["epoch_images"]
+    assert plan["epochs"] == math.floor(reach) == cfg.optim.epochs
+    assert cfg.optim.schedule == "cosine" and cfg.method == "metaug" and list(cfg.model.views) == ["l", "ab", "ori"]
+    assert (cfg.model.width, cfg.optim.batch_size, cfg.metaug.meta_every) == (0.5, 128, 16)
+    assert cfg.run.warm_start == str(STATE.relative_to(REPO))
+    doc = (REPO / "benchmarks" / "CAMPAIGN.md").read_text()
+    assert f"{plan['measured_img_per_s']}" in doc and f"{plan['epochs']} epochs" in doc
+
+
+def test_plot_is_written(tmp_path):
+    c = _campaign()
+    rows = [{"leg": 1, "epoch": 30.0, "planned_epochs": 165, "knn_conv_k200": 50.0, "knn_fc_k200": 48.0,
+             "probe_conv": 60.0}]
+    c.plot(rows, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_rows_progress_and_agree_with_their_evaluations_and_the_doc():
+    rows = _rows()
+    plan = json.loads(RECIPE.read_text())["_plan"]
+    per_leg = plan["epochs"] / plan["legs"]
+    doc = (REPO / "benchmarks" / "CAMPAIGN.md").read_text()
+    assert [r["leg"] for r in rows] == list(range(1, len(rows) + 1))
+    previous = 0.0
+    for r in rows:
+        assert r["epoch"] > previous
+        assert r["leg_epochs"] == pytest.approx(r["epoch"] - previous, abs=1e-2)
+        assert r["leg_epochs"] >= (0.5 if r["leg"] == 1 else 0.8) * per_leg, r
+        previous = r["epoch"]
+        ev = json.loads((REPO / r["eval"]).read_text())
+        assert r["knn_conv_k200"] == round(ev["conv"]["knn"]["k200"]["top1"], 2)
+        assert r["knn_fc_k200"] == round(ev["fc"]["knn"]["k200"]["top1"], 2)
+        assert r["probe_conv"] == round(ev["conv"]["probe"]["top1"], 2)
+        assert r["step"] == ev["encoder"]["provenance"]["steps"]
+        for key in ("knn_conv_k200", "knn_fc_k200", "probe_conv"):
+            assert f"{r[key]:.2f}" in doc, f"CAMPAIGN.md lacks leg {r['leg']}'s {key}"
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_release_is_the_last_released_leg():
+    current = json.loads((REPO / "benchmarks" / "current_release.json").read_text())
+    released = [r for r in _rows() if r.get("released")]
+    if not released:
+        assert current["record"] == "benchmarks/release"
+        return
+    assert current["evaluation"] == released[-1]["eval"]
+    assert current["recipe"] == str(RECIPE.relative_to(REPO))
+
+
+@pytest.mark.skipif(not has_compact_state(STATE), reason="no committed resume state yet")
+def test_committed_state_loads_and_continues_the_recipe():
+    """The committed state reads (every file's sha256 checked), is at the last leg's step, and
+    belongs to the recipe's run (only run.* may differ)."""
+    state = load_compact_state(STATE)
+    rows = _rows()
+    assert rows and state["step"] == rows[-1]["step"]
+    cfg = load_config(str(RECIPE))
+    changed = [k for k in diff_keys(TrainConfig.from_dict(state["config"]), cfg) if not k.startswith("run.")]
+    assert changed in ([], ["data.path"])
+    assert state["mags"] is not None and len(state["encoder"]) > 0
+    own = sum(p.stat().st_size for p in STATE.iterdir())
+    release = sum(p.stat().st_size for layer in ("conv", "fc") for p in (REPO / "hub" / f"cifar10-{layer}").iterdir())
+    assert own + release <= LEG_BUDGET_BYTES, f"a leg may add at most 30 MB: state {own} + release {release} bytes"
