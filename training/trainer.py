@@ -51,6 +51,7 @@ from .losses import NCELoss
 from .mag import build_mags_for, mag_norms
 from .memory_bank import MemoryBank, view_pairs
 from .methods import Embedder, TrainState, train_step
+from .stop_signal import StopOnSignal
 
 
 class TrainingDivergedError(MetAugError):
@@ -59,7 +60,8 @@ class TrainingDivergedError(MetAugError):
 
 @dataclass
 class TrainResult:
-    """status: "finished" (all epochs), "max_steps", or "deadline" (stop_after_minutes)."""
+    """status: "finished" (all epochs), "max_steps", "deadline" (stop_after_minutes) or "signal"
+    (SIGTERM / SIGINT: stopped at the next step, checkpoint and export written)."""
 
     status: str
     step: int
@@ -388,6 +390,7 @@ class Trainer:
         last: dict[str, float] = {}
         status = "finished" if self.end_step == self.total_steps else "max_steps"
         step = self.start_step
+        signals = StopOnSignal().__enter__()
         try:
             while step < self.end_step:
                 logs = self.step(step)
@@ -396,7 +399,13 @@ class Trainer:
                 count += 1
                 step += 1
                 bar.update(1)
-                stop = deadline is not None and any_rank(time.monotonic() > deadline, ctx)
+                late = deadline is not None and time.monotonic() > deadline
+                # Under DDP the ranks must agree on the step they stop at: a signal is polled
+                # collectively at log steps only (a deadline, as before, every step).
+                if deadline is not None or not ctx.distributed or step % cfg.run.log_every == 0:
+                    stop = any_rank(late or signals.requested, ctx)
+                else:
+                    stop = False
                 if step % cfg.run.log_every == 0 or step == self.end_step or stop:
                     self._check_finite(step)
                     dt = time.perf_counter() - t_log
@@ -411,7 +420,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}", refresh=False)
                     sums, count, t_log = {}, 0, time.perf_counter()
                 if stop:
-                    status = "deadline"
+                    status = "deadline" if late else "signal"
                     break
                 if step % cfg.run.ckpt_every == 0 and step < self.end_step:
                     self._check_finite(step)
@@ -431,6 +440,7 @@ class Trainer:
                                + (f"; exported to {export_dir}" if export_dir else ""))
             return TrainResult(status, step, ckpt, export_dir, last)
         finally:
+            signals.__exit__()
             self.close()
             bar.close()
             logger.close()
