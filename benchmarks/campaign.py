@@ -38,11 +38,21 @@ FIRST_RELEASE = REPO / "benchmarks" / "release"
 LEGS = 5
 
 
-def _cards_module():
-    spec = importlib.util.spec_from_file_location("make_release_cards", REPO / "benchmarks" / "make_release_cards.py")
+DOC = REPO / "benchmarks" / "CAMPAIGN.md"
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+MARKERS = ("<!-- campaign:start -->", "<!-- campaign:end -->")
+
+
+def _sibling(name: str):
+    """Another script of benchmarks/ as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _cards_module():
+    return _sibling("make_release_cards")
 
 
 # ---------------------------------------------------------------------- the run's log
@@ -115,6 +125,19 @@ def write_rows(rows: list[dict[str, Any]], path: Path = JSONL) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
+
+
+def rows_table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of the legs for CAMPAIGN.md (accuracy in %, 10,000 test images)."""
+    from metaug_training.model_card import markdown_table
+
+    return markdown_table([{
+        "leg": r["leg"], "date (UTC)": r["date_utc"][:10], "epoch": f"{r['epoch']:.2f} of {r['planned_epochs']}",
+        "epochs this leg": f"{r['leg_epochs']:.2f}", "training min (total)": r["training_minutes"],
+        "img/s (leg)": r["images_per_s"], "k-NN k=200 conv": f"{r['knn_conv_k200']:.2f}",
+        "k-NN k=200 fc": f"{r['knn_fc_k200']:.2f}", "fast probe conv": f"{r['probe_conv']:.2f}",
+        "fast probe fc": f"{r['probe_fc']:.2f}" if "probe_fc" in r else "-",
+        "released": "yes" if r.get("released") else "no"} for r in rows])
 
 
 # ---------------------------------------------------------------------- plot
@@ -230,9 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "row":
         row = make_row(args.leg, json.loads(args.eval.read_text()), args.run, rows)
         row["released"] = bool(args.released)
-        row["eval"] = args.eval.relative_to(REPO).as_posix() if args.eval.resolve().is_relative_to(REPO) else str(args.eval)
+        ev = args.eval.resolve()
+        row["eval"] = ev.relative_to(REPO).as_posix() if ev.is_relative_to(REPO) else str(ev)
         rows = [x for x in rows if x["leg"] != args.leg] + [row]
         write_rows(rows)
+        _sibling("train_step").write_section(rows_table(read_rows()), *MARKERS, path=DOC)
         print(json.dumps(row))
     elif args.cmd == "cards":
         row = next((x for x in rows if x["leg"] == args.leg), None)
@@ -243,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
         for layer, spec in specs.items():
             (args.out / f"card-{layer}.json").write_text(json.dumps(spec, indent=2) + "\n")
         (args.out / "summary.md").write_text(summary)
+        _sibling("train_step").write_section("## Training campaign: the released state (#14-#18)\n\n" + summary,
+                                             *MARKERS, path=RESULTS)
         print(summary)
     plot(read_rows())
 

@@ -3,16 +3,21 @@
 #
 #   bash benchmarks/campaign_leg.sh LEG
 #
-# 1. export the final checkpoint (runs/cifar10-alexnet32-metaug/full/export);
-# 2. evaluate it on the 10,000 test images (benchmarks/evaluate_encoder.py: weighted k-NN k=200/20,
-#    fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json;
+# 1. export the final checkpoint as the release candidate: the fc folder exactly as it would ship
+#    (truncated after fc, float16 weights: a leg may add at most 30 MB to the repository);
+# 2. evaluate that folder on the 10,000 test images (benchmarks/evaluate_encoder.py: weighted k-NN
+#    k=200/20, fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json, so
+#    the cards carry the numbers of the shipped weights themselves (the conv folder holds the same
+#    float16 conv weights: identical conv features);
 # 3. append the leg's row to benchmarks/campaign.jsonl and redraw benchmarks/campaign.png;
 # 4. if it beats the current release (weighted k-NN k=200 and fast probe on conv both higher than
-#    the evaluation benchmarks/current_release.json names), re-release: card files, hub/cifar10-conv
-#    (float32) and hub/cifar10-fc (float16, to keep a leg's commit under 30 MB), metaug-push
-#    --dry-run, benchmarks/reproduce_release.py within 0.3 points, current_release.json updated;
+#    the evaluation benchmarks/current_release.json names), re-release: card files,
+#    hub/cifar10-conv and hub/cifar10-fc (float16), a check that hub/cifar10-fc is the evaluated
+#    file, metaug-push --dry-run, benchmarks/reproduce_release.py within 0.3 points,
+#    current_release.json updated;
 # 5. write the committed resume state runs/cifar10-alexnet32-metaug/state (metaug-compact-state,
-#    reusing the release folders' tensors) and print what the leg adds to the repository.
+#    reusing the release folder's tensors), copy the run's log and config next to it, and print
+#    what the leg adds to the repository.
 #
 # Environment: DATA (CIFAR-10 folder with train/ and test/; default: the shared archive extracted
 # to /tmp/cifar), WORK (feature folders; default /tmp/metaug-campaign).
@@ -31,11 +36,12 @@ if [ ! -d "$DATA/train" ]; then
 fi
 mkdir -p benchmarks/campaign "$WORK"
 
-echo "[leg $LEG] 1/5 export $CKPT"
-metaug-export "$CKPT" "$RUN/export"
+CANDIDATE=$WORK/candidate-leg$LEG
+echo "[leg $LEG] 1/5 export $CKPT -> $CANDIDATE"
+metaug-export "$CKPT" "$CANDIDATE" --default-layer fc --truncate-after fc --dtype float16
 
 echo "[leg $LEG] 2/5 evaluation (log: $WORK/eval.log)"
-python benchmarks/evaluate_encoder.py --model "$RUN/export" --data "$DATA" --out "$WORK/eval-leg$LEG" \
+python benchmarks/evaluate_encoder.py --model "$CANDIDATE" --data "$DATA" --out "$WORK/eval-leg$LEG" \
     --json "$EVAL" --threads 2 --quiet > "$WORK/eval.log" 2>&1
 
 echo "[leg $LEG] 3/5 campaign row"
@@ -52,10 +58,11 @@ EOF
 echo "[leg $LEG] 4/5 beats the current release: $BEATS"
 if [ "$BEATS" = yes ]; then
     python benchmarks/campaign.py cards --leg "$LEG"
-    metaug-export "$CKPT" hub/cifar10-conv --default-layer conv --truncate-after conv \
+    metaug-export "$CKPT" hub/cifar10-conv --default-layer conv --truncate-after conv --dtype float16 \
         --card-metrics benchmarks/campaign/card-conv.json
     metaug-export "$CKPT" hub/cifar10-fc --default-layer fc --truncate-after fc --dtype float16 \
         --card-metrics benchmarks/campaign/card-fc.json
+    cmp "$CANDIDATE/model.safetensors" hub/cifar10-fc/model.safetensors   # the evaluated weights ship
     for layer in conv fc; do
         repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
         metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
@@ -66,13 +73,14 @@ if [ "$BEATS" = yes ]; then
 import json, sys
 from pathlib import Path
 record = {"_comment": json.load(open("benchmarks/current_release.json"))["_comment"], "record": "benchmarks/campaign",
-          "evaluation": sys.argv[1], "recipe": "training/recipes/cifar10-alexnet32-metaug.json"}
+          "evaluation": sys.argv[1], "evaluated_folder": "hub/cifar10-fc",
+          "recipe": "training/recipes/cifar10-alexnet32-metaug.json"}
 tmp = Path("benchmarks/current_release.json.tmp")
 tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace("benchmarks/current_release.json")
 EOF
     python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL" --released
-    REUSE="--reuse hub/cifar10-conv --reuse hub/cifar10-fc"
+    REUSE="--reuse hub/cifar10-fc"
 else
     REUSE=""
 fi

@@ -110,10 +110,10 @@ def table(results: dict[float, dict[str, tuple[float, float]]], batch: int) -> s
 BEGIN, END = "<!-- train_step:start -->", "<!-- train_step:end -->"
 
 
-def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace (or append) the section of RESULTS.md between the markers ``begin`` and ``end``
-    and leave the other sections alone."""
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+def write_section(text: str, begin: str = BEGIN, end: str = END, path: Path = RESULTS) -> None:
+    """Replace (or append) the section of ``path`` (RESULTS.md) between the markers ``begin``
+    and ``end`` and leave the other sections alone."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     i, j = old.find(begin), old.find(end)
     if i >= 0 and j > i:
@@ -122,7 +122,7 @@ def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
         new = old.rstrip("\n") + "\n\n" + block
     from metaug_features.atomic import atomic_write_text
 
-    atomic_write_text(RESULTS, new)
+    atomic_write_text(path, new)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from metaug_features import load_encoder
+from metaug_features.feature_files import sha256_file
 from metaug_training.publish import validate_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,8 @@ def test_card_metrics_are_the_measured_ones(layer):
     # the evaluated weights are the released ones (evaluation JSON records the run's export)
     prov = load_encoder(FOLDERS[layer]).config.provenance
     assert prov == measured["encoder"]["provenance"]
+    if "evaluated_folder" in CURRENT:  # the evaluation ran on the shipped file itself
+        assert measured["encoder"]["weights_sha256"] == sha256_file(REPO_ROOT / CURRENT["evaluated_folder"] / "model.safetensors")
 
 
 def test_provenance_matches_recipe():
