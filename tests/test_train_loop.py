@@ -31,7 +31,9 @@ def tiny(cifar_images, out_dir, *overrides: str):
 
 
 def _records(out_dir):
-    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    """The per-step records of the run's log (not its "event" records, e.g. the final stop)."""
+    recs = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in recs if "event" not in r]
 
 
 _CONTROL: dict[str, float] = {}
