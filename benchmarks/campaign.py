@@ -97,9 +97,11 @@ def make_row(leg: int, evaluation: dict[str, Any], run_dir: Path, previous: list
     records = log_records(run_dir)
     prov = evaluation["encoder"]["provenance"]
     step = int(prov["steps"])
+    steps_per_epoch = int(prov["num_samples"]) // batch
     last_leg_step = max((r["step"] for r in previous if r["leg"] < leg), default=0)
-    total_s, _ = training_time([r for r in records if r.get("step", 0) <= step], batch, ckpt_every)
-    leg_s, leg_steps = training_time([r for r in records if r.get("step", 0) <= step], batch, ckpt_every, last_leg_step)
+    upto = [r for r in records if r.get("step", 0) <= step]
+    total_s, _ = training_time(upto, batch, ckpt_every)
+    leg_s, leg_steps = training_time(upto, batch, ckpt_every, last_leg_step)
     row = {
         "leg": leg,
         "date_utc": evaluation.get("date_utc", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
@@ -108,7 +110,7 @@ def make_row(leg: int, evaluation: dict[str, Any], run_dir: Path, previous: list
         "planned_epochs": cfg["optim"]["epochs"],
         "training_minutes": round(total_s / 60, 1),
         "leg_minutes": round(leg_s / 60, 1),
-        "leg_epochs": round((step - last_leg_step) / (step / float(prov["epochs"])), 3) if step else 0.0,
+        "leg_epochs": round((step - last_leg_step) / steps_per_epoch, 3),
         "images_per_s": round(leg_steps * batch / leg_s, 1) if leg_s else None,
         "knn_conv_k200": round(evaluation["conv"]["knn"]["k200"]["top1"], 2),
         "knn_fc_k200": round(evaluation["fc"]["knn"]["k200"]["top1"], 2),

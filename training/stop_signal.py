@@ -16,7 +16,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopOnSignal:
-    """Context manager; ``requested`` turns True at the first SIGTERM/SIGINT. Handlers can only
+    """``install()``/``restore()`` (or use as a context manager); ``requested`` turns True at the first SIGTERM/SIGINT. Handlers can only
     be installed from the main thread; elsewhere it is a no-op (``requested`` stays False)."""
 
     def __init__(self) -> None:
@@ -24,24 +24,28 @@ class StopOnSignal:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopOnSignal":
+    def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
+
+    def __enter__(self) -> "StopOnSignal":
+        self.install()
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
-            self._restore()
+            self.restore()
             signal.raise_signal(signum)
             return
         self.requested = True
         self.signum = signum
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
+        """Put the previous handlers back (idempotent)."""
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous = {}
 
     def __exit__(self, *exc) -> None:
-        self._restore()
+        self.restore()

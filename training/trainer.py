@@ -317,7 +317,9 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         n, g = len(self.data), cfg.optim.batch_size
         first = step - self.spe if step >= self.spe else 0
-        bn_state = {k: v.clone() for k, v in self.state.encoder.state_dict().items()}
+        # Train-mode forwards update the BN running statistics: restore them (with the rest of
+        # the encoder state, unchanged) afterwards.
+        before = {k: v.clone() for k, v in self.state.encoder.state_dict().items()}
         model = self.state.model
         model.train()
         written = torch.zeros(n, dtype=torch.bool)
@@ -333,13 +335,10 @@ class Trainer:
                 self.state.bank.view_bank(v).index_copy_(0, idx_all[keep_all].to(rows.device), rows.to(self.state.bank.bank.dtype))
             written[idx_all[keep_all]] = True
 
-        lo, hi = ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch
         for t in range(first, first + self.spe):
-            epoch, s = divmod(t, self.spe)
-            g_idx = global_batch_indices(n, g, cfg.run.seed, epoch, s)
-            params = self.augment.sample(g, *self.images.shape[1:3], step_generator(cfg.run.seed, "augment", t))
-            idx = g_idx[lo:hi]
-            write(self.network_input(idx, params[lo:hi]), idx, torch.ones(len(idx), dtype=torch.bool))
+            x, idx, _ = self.batch(t)  # the step's own input: same rows, crops and flips as training
+            write(x, idx, torch.ones(len(idx), dtype=torch.bool))
+        lo, hi = ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch
         rest = (~written).nonzero().flatten()
         gen = step_generator(cfg.run.seed, "rebuild", step)
         while len(rest):
@@ -351,7 +350,7 @@ class Trainer:
             params = self.augment.sample(g, *self.images.shape[1:3], gen)
             write(self.network_input(g_idx[lo:hi], params[lo:hi]), g_idx[lo:hi], keep[lo:hi])
             rest = rest[g:]
-        self.state.encoder.load_state_dict(bn_state)
+        self.state.encoder.load_state_dict(before)
 
     def save(self, step: int, metrics: dict[str, float]) -> Path | None:
         """Checkpoint (rank 0 writes; other ranks return None)."""
@@ -390,7 +389,8 @@ class Trainer:
         last: dict[str, float] = {}
         status = "finished" if self.end_step == self.total_steps else "max_steps"
         step = self.start_step
-        signals = StopOnSignal().__enter__()
+        signals = StopOnSignal()
+        signals.install()
         try:
             while step < self.end_step:
                 logs = self.step(step)
@@ -440,7 +440,7 @@ class Trainer:
                                + (f"; exported to {export_dir}" if export_dir else ""))
             return TrainResult(status, step, ckpt, export_dir, last)
         finally:
-            signals.__exit__()
+            signals.restore()
             self.close()
             bar.close()
             logger.close()
