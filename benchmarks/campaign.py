@@ -6,7 +6,8 @@ session each; ``benchmarks/CAMPAIGN.md`` has the plan. After a leg stops:
     python benchmarks/evaluate_encoder.py --model runs/cifar10-alexnet32-metaug/full/export \\
         --data /tmp/cifar/cifar10 --out /tmp/campaign-eval --json benchmarks/campaign/leg1.json --threads 2
     python benchmarks/campaign.py row --leg 1 --eval benchmarks/campaign/leg1.json      # campaign.jsonl + png
-    python benchmarks/campaign.py cards --eval benchmarks/campaign/leg1.json            # card-*.json, summary
+    python benchmarks/campaign.py cards --leg 1                                          # card-*.json, summary
+    python benchmarks/campaign.py readme --leg 1      # after the release export: README's released-models section
 
 ``row`` appends (or replaces) the leg's row in ``benchmarks/campaign.jsonl``: leg, epoch, step,
 training minutes so far (from the run's ``log.jsonl``: the sum of every logged interval's
@@ -14,7 +15,9 @@ steps / rate, so gaps between legs do not count), the leg's images/s, weighted k
 ``conv`` and ``fc`` and the fast linear probe on ``conv`` (more columns when measured), then
 redraws ``benchmarks/campaign.png`` with the random-init floor and the first release's CMC as
 reference lines (``benchmarks/release/floor.json`` and ``cmc.json``). ``cards`` writes the
-card-metrics files that ``metaug-export --card-metrics`` renders into ``hub/cifar10-{conv,fc}``.
+card-metrics files that ``metaug-export --card-metrics`` renders into ``hub/cifar10-{conv,fc}``;
+``readme`` rewrites the README's "Released models" table and paragraph (between the
+``<!-- release:start -->`` markers) from the released row, its evaluation and the folders' sizes.
 Every number comes from these files; nothing is typed in.
 """
 
@@ -41,6 +44,9 @@ LEGS = 5
 DOC = REPO / "benchmarks" / "CAMPAIGN.md"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 MARKERS = ("<!-- campaign:start -->", "<!-- campaign:end -->")
+README = REPO / "README.md"
+README_MARKERS = ("<!-- release:start -->", "<!-- release:end -->")
+HUB = REPO / "hub"
 
 
 def _sibling(name: str):
@@ -236,6 +242,55 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
     return specs, summary
 
 
+# ---------------------------------------------------------------------- README
+def readme_section(evaluation: dict[str, Any], row: dict[str, Any], folder_bytes: dict[str, int],
+                   recipe_path: Path = RECIPE, cmc_eval: Path = FIRST_RELEASE / "cmc.json",
+                   floor_eval: Path = FIRST_RELEASE / "floor.json",
+                   cmc_run: Path = FIRST_RELEASE / "runs" / "cmc") -> str:
+    """The README's "Released models" table and paragraph for the release made from ``row``.
+
+    ``folder_bytes``: the shipped size of ``hub/cifar10-{conv,fc}`` (layer -> bytes), measured
+    after the export. Every number comes from the evaluation JSON, the row, the recipe and the
+    first release's reference evaluations, so the README cannot drift from the cards."""
+    import textwrap
+
+    from metaug_training.model_card import markdown_table
+
+    recipe = json.loads(recipe_path.read_text())
+    floor, cmc = (json.loads(p.read_text()) for p in (floor_eval, cmc_eval))
+    cmc_epochs = _cards_module().run_budget(cmc_run)["epochs"]
+    table = markdown_table([{
+        "folder (alias)": f"`hub/cifar10-{layer}` (`cifar10-{layer}`)",
+        "default feature": f"`{layer}`, {evaluation[layer]['dim']}-d",
+        "size": f"{folder_bytes[layer] / 1e6:.1f} MB",
+        "k-NN k=200": f"{evaluation[layer]['knn']['k200']['top1']:.2f}",
+        "fast linear probe": f"{evaluation[layer]['probe']['top1']:.2f}",
+        "k-means NMI": f"{100 * evaluation[layer]['kmeans']['nmi']:.2f}"} for layer in ("conv", "fc")])
+    m, o = recipe["model"], recipe["optim"]
+    legs = "leg 1" if row["leg"] == 1 else f"legs 1-{row['leg']}"
+    views = "/".join("L" if v == "l" else v for v in m["views"])
+    knn, probe = (lambda e, layer: e[layer]["knn"]["k200"]["top1"]), (lambda e, layer: e[layer]["probe"]["top1"])
+    paragraph = (
+        f"Both folders hold the same network (float16 weights, identical `conv` features): MetAug, "
+        f"`{m['architecture']}` width {m['width']}, views {views}, batch {o['batch_size']}, meta step every "
+        f"{recipe['metaug']['meta_every']} iterations, trained {row['epoch']:.1f} of a planned {o['epochs']} epochs "
+        f"on the CIFAR-10 (JPEG q75) train split in {row['training_minutes']:.0f} minutes on the 2-core CPU: "
+        f"{legs} of {LEGS} of the CPU training campaign (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
+        f"`benchmarks/CAMPAIGN.md`; later legs replace it). Accuracy in % on the 10,000 test images, measured "
+        f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}` ({row['date_utc'][:10]}). "
+        f"For reference: the random-init floor of the architecture is {knn(floor, 'conv'):.2f} / "
+        f"{knn(floor, 'fc'):.2f} (k-NN) and {probe(floor, 'conv'):.2f} / {probe(floor, 'fc'):.2f} (probe); the "
+        f"first release's CMC run ({cmc_epochs} epochs) reached {knn(cmc, 'conv'):.2f} / {probe(cmc, 'conv'):.2f} "
+        f"on `conv`. Details: `benchmarks/RESULTS.md` (\"Training campaign\") and the model cards in each folder.")
+    return table + "\n\n" + textwrap.fill(paragraph, width=100, break_on_hyphens=False) + "\n"
+
+
+def folder_bytes(hub: Path = HUB) -> dict[str, int]:
+    """Bytes of each shipped release folder (all its files)."""
+    return {layer: sum(p.stat().st_size for p in (hub / f"cifar10-{layer}").iterdir() if p.is_file())
+            for layer in ("conv", "fc")}
+
+
 # ---------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("cards", help="write card-conv.json, card-fc.json and summary.md into benchmarks/campaign/")
     c.add_argument("--leg", type=int, required=True)
     c.add_argument("--out", type=Path, default=OUT)
+    rd = sub.add_parser("readme", help="rewrite the README's released-models section (after the export)")
+    rd.add_argument("--leg", type=int, required=True)
     args = ap.parse_args(argv)
 
     rows = read_rows()
@@ -273,6 +330,17 @@ def main(argv: list[str] | None = None) -> None:
         _sibling("train_step").write_section("## Training campaign: the released state (#14-#18)\n\n" + summary,
                                              *MARKERS, path=RESULTS)
         print(summary)
+    elif args.cmd == "readme":
+        row = next((x for x in rows if x["leg"] == args.leg), None)
+        if row is None or not row.get("released"):
+            raise SystemExit(f"leg {args.leg} has no released row in {JSONL}")
+        section = readme_section(json.loads((REPO / row["eval"]).read_text()), row, folder_bytes())
+        text = README.read_text(encoding="utf-8")
+        if README_MARKERS[0] not in text or README_MARKERS[1] not in text:
+            raise SystemExit(f"{README} lacks the markers {README_MARKERS}: put them around the released-models table")
+        _sibling("train_step").write_section(section, *README_MARKERS, path=README)
+        print(section)
+        return
     plot(read_rows())
 
 

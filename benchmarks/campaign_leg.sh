@@ -14,7 +14,7 @@
 #    the evaluation benchmarks/current_release.json names), re-release: card files,
 #    hub/cifar10-conv and hub/cifar10-fc (float16), a check that hub/cifar10-fc is the evaluated
 #    file, metaug-push --dry-run, benchmarks/reproduce_release.py within 0.3 points,
-#    current_release.json updated;
+#    current_release.json updated, the README's released-models section rewritten;
 # 5. write the committed resume state runs/cifar10-alexnet32-metaug/state (metaug-compact-state,
 #    reusing the release folder's tensors), copy the run's log and config next to it, and print
 #    what the leg adds to the repository.
@@ -80,6 +80,7 @@ tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace("benchmarks/current_release.json")
 EOF
     python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL" --released
+    python benchmarks/campaign.py readme --leg "$LEG" > /dev/null   # README's released-models section
     REUSE="--reuse hub/cifar10-fc"
 else
     REUSE=""

@@ -117,7 +117,9 @@ def write_section(text: str, begin: str = BEGIN, end: str = END, path: Path = RE
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     i, j = old.find(begin), old.find(end)
     if i >= 0 and j > i:
-        new = old[:i] + block + old[j + len(end):].lstrip("\n")
+        # Keep what followed the end marker's own line break (a blank line before the next
+        # heading stays), so rewriting a section is idempotent.
+        new = old[:i] + block + old[j + len(end):].removeprefix("\n")
     else:
         new = old.rstrip("\n") + "\n\n" + block
     from metaug_features.atomic import atomic_write_text

@@ -118,3 +118,29 @@ def test_committed_state_loads_and_continues_the_recipe():
     own = sum(p.stat().st_size for p in STATE.iterdir())
     release = sum(p.stat().st_size for layer in ("conv", "fc") for p in (REPO / "hub" / f"cifar10-{layer}").iterdir())
     assert own + release <= LEG_BUDGET_BYTES, f"a leg may add at most 30 MB: state {own} + release {release} bytes"
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_readme_release_section_is_generated_from_the_release_record():
+    """The README's released-models table and paragraph are exactly what `campaign.py readme`
+    renders from the last released leg's row, its evaluation and the shipped folders' sizes."""
+    c = _campaign()
+    released = [r for r in _rows() if r.get("released")]
+    if not released:
+        pytest.skip("no campaign leg released yet")
+    row = released[-1]
+    expected = c.readme_section(json.loads((REPO / row["eval"]).read_text()), row, c.folder_bytes())
+    readme = (REPO / "README.md").read_text()
+    begin, end = c.README_MARKERS
+    assert readme.count(begin) == readme.count(end) == 1
+    assert readme[readme.index(begin) + len(begin):readme.index(end)].strip("\n") == expected.strip("\n")
+    assert f"campaign_leg.sh {row['leg']}`" in expected and f"{row['epoch']:.1f} of a planned" in expected
+
+
+def test_write_section_is_idempotent_and_keeps_the_text_around(tmp_path):
+    c = _campaign()
+    path = tmp_path / "doc.md"
+    path.write_text("# Title\n\n<!-- s -->\nold\n<!-- e -->\n\n## Next\n")
+    for _ in range(2):
+        c._sibling("train_step").write_section("new\n", "<!-- s -->", "<!-- e -->", path=path)
+        assert path.read_text() == "# Title\n\n<!-- s -->\nnew\n<!-- e -->\n\n## Next\n"
