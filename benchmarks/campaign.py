@@ -193,6 +193,11 @@ def plot(rows: list[dict[str, Any]], path: Path = PNG) -> None:
 
 
 # ---------------------------------------------------------------------- cards
+def schedule_complete(row: dict[str, Any], planned_epochs: float) -> bool:
+    """True when the leg's row is at the end of the planned schedule (the final model)."""
+    return row["epoch"] >= planned_epochs - 1e-3
+
+
 def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Path = RECIPE,
                cmc_eval: Path = FIRST_RELEASE / "cmc.json", floor_eval: Path = FIRST_RELEASE / "floor.json",
                cmc_run: Path = FIRST_RELEASE / "runs" / "cmc") -> tuple[dict[str, dict[str, Any]], str]:
@@ -207,6 +212,7 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
     rows = cards.comparison_rows(evals, budgets)
     o = recipe["optim"]
     f = 0.5 * (1 + math.cos(math.pi * min(row["epoch"] / o["epochs"], 1.0)))
+    done = schedule_complete(row, o["epochs"])
     budget = {
         "command": f"metaug-train --config training/recipes/{recipe_path.name} --resume (one leg per session)",
         "campaign": f"leg {row['leg']} of {LEGS}; epoch {row['epoch']} of the planned {o['epochs']} "
@@ -215,7 +221,7 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
         "steps": row["step"],
         "batch size": o["batch_size"],
         "learning-rate schedule": f"{o['schedule']} over {o['epochs']} epochs, lr {o['lr']} "
-                                  f"(now at {f:.2f} of its peak)",
+                                  + ("(complete)" if done else f"(now at {f:.2f} of its peak)"),
         "meta step": f"every {recipe['metaug']['meta_every']} iterations (metaug.meta_every)",
         "throughput": f"{row['images_per_s']} images/s (leg {row['leg']})",
     }
@@ -223,9 +229,14 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
     specs = {}
     for layer in ("conv", "fc"):
         m, c, fl = (evals[k][layer] for k in ("MetAug (this model)", "CMC, first release", "random init (floor)"))
-        notes = [f"**Training in progress**: this release is the state after leg {row['leg']} of {LEGS} of the CPU "
-                 f"training campaign (epoch {row['epoch']} of {o['epochs']}; the learning rate is still "
-                 f"{f:.2f} of its peak). Later legs replace it."]
+        if done:
+            notes = [f"**Final model of the CPU training campaign**: the {o['epochs']}-epoch schedule finished in leg "
+                     f"{row['leg']} of {LEGS}. The numbers here are the fast evaluation every leg runs; the last leg "
+                     f"adds the paper-protocol linear probe (`benchmarks/RESULTS.md`)."]
+        else:
+            notes = [f"**Training in progress**: this release is the state after leg {row['leg']} of {LEGS} of the CPU "
+                     f"training campaign (epoch {row['epoch']} of {o['epochs']}; the learning rate is still "
+                     f"{f:.2f} of its peak). Later legs replace it."]
         for name, get in (("weighted k-NN k=200", lambda e: e["knn"]["k200"]["top1"]),
                           ("fast linear probe", lambda e: e["probe"]["top1"])):
             if get(m) < get(fl):
@@ -270,13 +281,19 @@ def readme_section(evaluation: dict[str, Any], row: dict[str, Any], folder_bytes
     legs = "leg 1" if row["leg"] == 1 else f"legs 1-{row['leg']}"
     views = "/".join("L" if v == "l" else v for v in m["views"])
     knn, probe = (lambda e, layer: e[layer]["knn"]["k200"]["top1"]), (lambda e, layer: e[layer]["probe"]["top1"])
+    if schedule_complete(row, o["epochs"]):
+        trained = f"trained the whole {o['epochs']}-epoch schedule"
+        status = "the campaign's final model"
+    else:
+        trained = f"trained {row['epoch']:.1f} of a planned {o['epochs']} epochs"
+        status = "later legs replace it"
     paragraph = (
         f"Both folders hold the same network (float16 weights, identical `conv` features): MetAug, "
         f"`{m['architecture']}` width {m['width']}, views {views}, batch {o['batch_size']}, meta step every "
-        f"{recipe['metaug']['meta_every']} iterations, trained {row['epoch']:.1f} of a planned {o['epochs']} epochs "
+        f"{recipe['metaug']['meta_every']} iterations, {trained} "
         f"on the CIFAR-10 (JPEG q75) train split in {row['training_minutes']:.0f} minutes on the 2-core CPU: "
         f"{legs} of {LEGS} of the CPU training campaign (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
-        f"`benchmarks/CAMPAIGN.md`; later legs replace it). Accuracy in % on the 10,000 test images, measured "
+        f"`benchmarks/CAMPAIGN.md`; {status}). Accuracy in % on the 10,000 test images, measured "
         f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}` ({row['date_utc'][:10]}). "
         f"For reference: the random-init floor of the architecture is {knn(floor, 'conv'):.2f} / "
         f"{knn(floor, 'fc'):.2f} (k-NN) and {probe(floor, 'conv'):.2f} / {probe(floor, 'fc'):.2f} (probe); the "

@@ -134,7 +134,31 @@ def test_readme_release_section_is_generated_from_the_release_record():
     begin, end = c.README_MARKERS
     assert readme.count(begin) == readme.count(end) == 1
     assert readme[readme.index(begin) + len(begin):readme.index(end)].strip("\n") == expected.strip("\n")
-    assert f"campaign_leg.sh {row['leg']}`" in expected and f"{row['epoch']:.1f} of a planned" in expected
+    planned = json.loads(RECIPE.read_text())["optim"]["epochs"]
+    trained = (f"the whole {planned}-epoch schedule" if c.schedule_complete(row, planned)
+               else f"{row['epoch']:.1f} of a planned")
+    assert f"campaign_leg.sh {row['leg']}`" in expected and trained in " ".join(expected.split())
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_cards_and_readme_say_whether_the_schedule_is_complete():
+    """A leg before the end of the schedule is labelled as training in progress; the leg that
+    reaches the planned epochs is labelled the final model, with the schedule complete."""
+    c = _campaign()
+    row = _rows()[0]
+    ev = json.loads((REPO / row["eval"]).read_text())
+    planned = json.loads(RECIPE.read_text())["optim"]["epochs"]
+    sizes = {"conv": 1, "fc": 1}
+    for epoch, final in ((planned / 2, False), (float(planned), True)):
+        r = dict(row, epoch=epoch)
+        assert c.schedule_complete(r, planned) is final
+        specs, _ = c.card_specs(ev, r)
+        for layer in ("conv", "fc"):
+            note = specs[layer]["notes"][0]
+            assert ("Final model" in note) is final and ("Training in progress" in note) is not final
+            assert specs[layer]["budget"]["learning-rate schedule"].endswith("(complete)") is final
+        text = " ".join(c.readme_section(ev, r, sizes).split())  # unwrapped
+        assert ("the campaign's final model" in text) is final and ("later legs replace it" in text) is not final
 
 
 def test_write_section_is_idempotent_and_keeps_the_text_around(tmp_path):
