@@ -78,6 +78,21 @@ def test_rows_progress_and_agree_with_their_evaluations_and_the_doc():
     per_leg = plan["epochs"] / plan["legs"]
     doc = (REPO / "benchmarks" / "CAMPAIGN.md").read_text()
     assert [r["leg"] for r in rows] == list(range(1, len(rows) + 1))
+    c = _campaign()
+    final = c.final_evaluation(rows)
+    if final is not None:
+        # The last leg's evaluation-only row: it comes last, after the schedule finished, adds no
+        # epochs, and quotes the released weights and their paper-probe reports.
+        assert final is rows[-1] and len(c.training_rows(rows)) == len(rows) - 1
+        last = rows[-2]
+        assert c.schedule_complete(last, plan["epochs"]) and last["released"]
+        assert (final["epoch"], final["step"], final["leg_epochs"]) == (last["epoch"], last["step"], 0.0)
+        assert final["weights_sha256"] == last["weights_sha256"] and final["eval"] == last["eval"]
+        for layer in ("conv", "fc"):
+            res = c.paper_probe_result(REPO / final["paper_probe_reports"][layer])
+            assert res["layer"] == layer and final[f"paper_probe_{layer}"] == res["top1"]
+            assert f"{res['top1']:.2f}" in doc
+        rows = c.training_rows(rows)
     previous = 0.0
     for r in rows:
         assert r["epoch"] > previous
@@ -129,7 +144,8 @@ def test_readme_release_section_is_generated_from_the_release_record():
     if not released:
         pytest.skip("no campaign leg released yet")
     row = released[-1]
-    expected = c.readme_section(json.loads((REPO / row["eval"]).read_text()), row, c.folder_bytes())
+    expected = c.readme_section(json.loads((REPO / row["eval"]).read_text()), row, c.folder_bytes(),
+                                final=c.final_evaluation(_rows()))
     readme = (REPO / "README.md").read_text()
     begin, end = c.README_MARKERS
     assert readme.count(begin) == readme.count(end) == 1
@@ -168,3 +184,97 @@ def test_write_section_is_idempotent_and_keeps_the_text_around(tmp_path):
     for _ in range(2):
         c._sibling("train_step").write_section("new\n", "<!-- s -->", "<!-- e -->", path=path)
         assert path.read_text() == "# Title\n\n<!-- s -->\nnew\n<!-- e -->\n\n## Next\n"
+
+
+# ---------------------------------------------------------------------- the last leg's evaluation
+def _paper_probe_report(path: Path, layer: str, top1: float, provenance: dict, **params) -> Path:
+    """A metaug-eval paper-probe report as the CLI writes it (the fields campaign.py reads)."""
+    p = dict(_campaign().PAPER_PROBE_PROTOCOL, layer=layer, seeds=[0], average_last=5, seconds=2280.0,
+             num_train=50000, num_test=10000)
+    p.update(params)
+    path.write_text(json.dumps({"format": "metaug-eval-report", "inputs": {"model": {"config": {"provenance": provenance}}},
+                                "evaluations": [{"name": "paper_probe", "protocol": "paper linear probe ...", "params": p,
+                                                 "metrics": {"top1_mean": top1, "top1_seed0": top1}}]}))
+    return path
+
+
+def _final_inputs(c, tmp_path: Path, conv: float, fc: float) -> tuple[int, dict, dict, dict[str, Path]]:
+    """(planned epochs, a released row moved to the end of the schedule, its evaluation, paper-probe
+    reports of its weights with top-1 ``conv`` and ``fc``)."""
+    planned = json.loads(RECIPE.read_text())["optim"]["epochs"]
+    row = next(r for r in c.training_rows(_rows()) if r.get("released"))
+    released, ev = dict(row, epoch=float(planned), planned_epochs=planned), json.loads((REPO / row["eval"]).read_text())
+    prov = ev["encoder"]["provenance"]
+    reports = {"conv": _paper_probe_report(tmp_path / "c.json", "conv", conv, prov),
+               "fc": _paper_probe_report(tmp_path / "f.json", "fc", fc, prov)}
+    return planned, released, ev, reports
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_final_row_takes_the_paper_probe_of_the_released_weights(tmp_path):
+    """The evaluation-only row copies the released row's position and fast numbers, adds no
+    epochs, and carries both layers' paper-probe accuracy; the cards and README gain them."""
+    c = _campaign()
+    planned, released, ev, reports = _final_inputs(c, tmp_path, 80.123, 81.5)
+    final = c.final_row(released["leg"] + 1, released, reports, date_utc="2026-12-03T20:00:00Z")
+    assert final["kind"] == c.FINAL_KIND and final["leg_epochs"] == 0.0 and final["images_per_s"] is None
+    assert (final["epoch"], final["step"], final["knn_conv_k200"]) == (planned, released["step"], released["knn_conv_k200"])
+    assert (final["paper_probe_conv"], final["paper_probe_fc"]) == (80.12, 81.5)
+    assert final["paper_probe_summary"] == "1 seed, mean test top-1 of the last 5 epochs"
+    assert final["paper_probe_minutes"] == {"conv": 38.0, "fc": 38.0}
+    specs, _ = c.card_specs(ev, released, final=final)
+    for layer, value in (("conv", 80.12), ("fc", 81.5)):
+        metric = specs[layer]["metrics"][-1]
+        assert (metric["name"], metric["value"]) == ("paper linear probe, 60 epochs (%s)" % layer, value)
+        assert "80.12" in specs[layer]["notes"][0] and "81.50" in specs[layer]["notes"][0]
+        assert [m["name"] for m in specs[layer]["metrics"][:-1]] == [m["name"] for m in c.card_specs(ev, released)[0][layer]["metrics"]]
+    text = " ".join(c.readme_section(ev, released, {"conv": 1, "fc": 1}, final=final).split())
+    assert "| paper linear probe |" in text and "| 80.12 |" in text and "campaign_final.sh" in text
+    table = c.final_table(final, released)
+    assert "| 80.12 |" in table and "| 87.87 |" in table and "| 88.12 |" in table and "not measured" in table
+    assert f"{87.87 - 80.12:.2f} / {88.12 - 81.5:.2f} points below" in table
+    c.plot(c.training_rows(_rows()) + [final], tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
+def test_final_row_refuses_what_is_not_the_final_evaluation(tmp_path):
+    c = _campaign()
+    planned, released, ev, good = _final_inputs(c, tmp_path, 80.0, 81.0)
+    prov = ev["encoder"]["provenance"]
+    leg = released["leg"] + 1
+    with pytest.raises(SystemExit, match="schedule is not complete"):
+        c.final_row(leg, dict(released, epoch=planned / 2), good)
+    with pytest.raises(SystemExit, match="must come after"):
+        c.final_row(released["leg"], released, good)
+    with pytest.raises(SystemExit, match="not the paper's protocol"):   # a reduced-budget timing run
+        c.final_row(leg, released, dict(good, fc=_paper_probe_report(tmp_path / "r.json", "fc", 69.0, prov, epochs=1)))
+    with pytest.raises(SystemExit, match="probes layer 'conv'"):
+        c.final_row(leg, released, dict(good, fc=good["conv"]))
+    with pytest.raises(SystemExit, match="other weights"):
+        other = dict(prov, steps=prov["steps"] - 1)
+        c.final_row(leg, released, dict(good, fc=_paper_probe_report(tmp_path / "o.json", "fc", 81.0, other)))
+    (tmp_path / "x.json").write_text(json.dumps({"evaluations": [{"name": "knn"}]}))
+    with pytest.raises(SystemExit, match="not a `metaug-eval paper-probe` report"):
+        c.final_row(leg, released, dict(good, fc=tmp_path / "x.json"))
+    with pytest.raises(SystemExit, match="cannot read"):
+        c.final_row(leg, released, dict(good, fc=tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("layer", ["conv", "fc"])
+def test_recard_renders_the_shipped_card_from_its_spec_byte_exact(tmp_path, layer):
+    """`campaign.py recard` (no checkpoint) renders exactly what `metaug-export --card-metrics`
+    wrote: re-rendering the shipped folder from its committed card file changes nothing."""
+    import shutil
+
+    c = _campaign()
+    src = REPO / "hub" / f"cifar10-{layer}"
+    card = REPO / json.loads((REPO / "benchmarks" / "current_release.json").read_text())["record"] / f"card-{layer}.json"
+    if not (src / "README.md").is_file() or not card.is_file():
+        pytest.skip("no release folder in this checkout")
+    folder = tmp_path / layer
+    shutil.copytree(src, folder)
+    (folder / "README.md").write_text("stale card\n")
+    c.recard(folder, card)
+    assert (folder / "README.md").read_bytes() == (src / "README.md").read_bytes()
+    assert (folder / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()

@@ -157,3 +157,5 @@ def test_paper_probe_cli_tiny_budget(cifar_images, encoder, tmp_path):
     assert entry["name"] == "paper_probe" and "REDUCED budget" in entry["protocol"]
     assert entry["params"]["num_train"] == 200 and entry["params"]["epochs"] == 1
     assert 0.0 <= entry["metrics"]["top1_mean"] <= 100.0
+    (epoch,) = entry["history"]["0"]
+    assert epoch["epoch"] == 1 and epoch["test_top1"] == entry["metrics"]["top1_mean"]

@@ -199,7 +199,9 @@ def test_paper_probe_keeps_encoder_frozen_follows_schedule_and_learns(cifar_pixe
     # The linear layer learns on real images: the training loss falls below its start.
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert "REDUCED budget" in res.protocol
-    assert res.report_entry()["metrics"]["top1_mean"] == res.mean
+    entry = res.report_entry()
+    assert entry["metrics"]["top1_mean"] == res.mean
+    assert entry["history"] == {"0": hist}   # the report keeps the learning curve (JSON keys are strings)
 
 
 def test_paper_probe_seeds_interval_and_determinism(cifar_pixels, tiny_encoder):

@@ -40,6 +40,19 @@ def _cards_module():
     return mod
 
 
+def _campaign_module():
+    spec = importlib.util.spec_from_file_location("campaign", REPO_ROOT / "benchmarks" / "campaign.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _final_evaluation() -> dict | None:
+    """The training campaign's evaluation-only last row (benchmarks/campaign.jsonl), if any."""
+    c = _campaign_module()
+    return c.final_evaluation(c.read_rows())
+
+
 @pytest.mark.parametrize("layer", ["conv", "fc"])
 def test_folder_is_valid_small_and_defaults_to_its_layer(layer):
     folder = FOLDERS[layer]
@@ -65,6 +78,11 @@ def test_card_metrics_are_the_measured_ones(layer):
     cards = _cards_module()
     measured = json.loads(EVALUATION.read_text())
     expected = [(m["name"], m["value"]) for m in cards.layer_metrics(measured, layer)]
+    final = _final_evaluation()
+    if final is not None and final["weights_sha256"] == measured["encoder"]["weights_sha256"]:
+        # the campaign's last leg probed these weights with the paper protocol: its number is on the card
+        metric = _campaign_module().paper_probe_metric(final, layer)
+        expected.append((metric["name"], metric["value"]))
     card = ModelCard.load(FOLDERS[layer] / "README.md")
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == expected
     assert card.data.library_name == "metaug-features" and "cifar10" in card.data.tags

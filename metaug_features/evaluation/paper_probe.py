@@ -144,8 +144,10 @@ class PaperProbeResult:
             metrics["top1_ci95"] = self.ci95
         for s, v in self.per_seed.items():
             metrics[f"top1_seed{s}"] = v
+        # The per-epoch history goes into the report too: the learning curve and the test top-1 of
+        # each averaged epoch are what tells a converged probe from a lucky or diverging one.
         return dict(name="paper_probe", protocol=self.protocol, params=dict(self.params, seconds=self.seconds),
-                    metrics=metrics)
+                    metrics=metrics, history={str(s): h for s, h in self.history.items()})
 
 
 def _as_uint8_images(images: Any, encoder: nn.Module, name: str) -> torch.Tensor:
