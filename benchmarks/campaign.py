@@ -54,16 +54,12 @@ DOC = REPO / "benchmarks" / "CAMPAIGN.md"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 MARKERS = ("<!-- campaign:start -->", "<!-- campaign:end -->")
 FINAL_MARKERS = ("<!-- campaign_final:start -->", "<!-- campaign_final:end -->")
-CURRENT_RELEASE = REPO / "benchmarks" / "current_release.json"
 #: Marks the last leg's row: an evaluation of the finished run's weights, no training.
 FINAL_KIND = "final-evaluation"
 #: The MetAug paper's linear-probe accuracies for alexnet224 on CIFAR-10 (Li et al., ICML 2022),
 #: as quoted by issue #18 and ../shared/docs/GPU-QUEUE.md: a reference, not like-for-like (224-px
 #: upsampled inputs, 13,824-d conv / 6,144-d fc features, the paper's GPU schedule).
 PAPER_ALEXNET224 = {"conv": 87.87, "fc": 88.12}
-#: The paper probe's fixed protocol (SPEC section 7); a report with other settings is refused.
-PAPER_PROBE_PROTOCOL = {"epochs": 60, "lr": 0.1, "momentum": 0.9, "batch_size": 256, "milestones": [30, 40, 50],
-                        "gamma": 0.2, "weight_decay": 0.0}
 README = REPO / "README.md"
 README_MARKERS = ("<!-- release:start -->", "<!-- release:end -->")
 HUB = REPO / "hub"
@@ -325,13 +321,18 @@ def paper_probe_result(path: Path) -> dict[str, Any]:
     if ev is None:
         raise SystemExit(f"{path}: not a `metaug-eval paper-probe` report")
     params = ev["params"]
-    off = {k: params.get(k) for k, v in PAPER_PROBE_PROTOCOL.items() if params.get(k) != v}
-    if off:
-        raise SystemExit(f"{path}: not the paper's protocol: {off} (SPEC section 7: {PAPER_PROBE_PROTOCOL})")
+    # The library's own definition of the paper budget (only seeds and averaging may differ).
+    from dataclasses import fields
+
+    from metaug_features.evaluation.paper_probe import PaperProbeConfig
+
+    config = PaperProbeConfig(**{f.name: tuple(params[f.name]) if isinstance(params[f.name], list) else params[f.name]
+                                 for f in fields(PaperProbeConfig) if f.name in params})
+    if not config.is_paper_budget:
+        raise SystemExit(f"{path}: not the paper's protocol (SPEC section 7): {ev['protocol']}")
     return {"layer": params["layer"], "top1": round(float(ev["metrics"]["top1_mean"]), 2),
-            "ci95": ev["metrics"].get("top1_ci95"), "epochs": params["epochs"], "seeds": list(params["seeds"]),
-            "average_last": params["average_last"], "minutes": round(params["seconds"] / 60, 1),
-            "num_train": params["num_train"], "num_test": params["num_test"], "protocol": ev["protocol"],
+            "epochs": params["epochs"], "seeds": list(params["seeds"]), "average_last": params["average_last"],
+            "minutes": round(params["seconds"] / 60, 1), "created_utc": report.get("created_utc"),
             "provenance": report["inputs"]["model"]["config"].get("provenance")}
 
 
@@ -368,7 +369,8 @@ def final_row(leg: int, released: dict[str, Any], reports: dict[str, Path], date
 
     return {
         "leg": leg, "kind": FINAL_KIND,
-        "date_utc": date_utc or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # When the evaluation finished (the later report), so that re-running `final` changes nothing.
+        "date_utc": date_utc or max(r["created_utc"] for r in results.values()),
         "epoch": released["epoch"], "step": released["step"], "planned_epochs": released["planned_epochs"],
         "training_minutes": released["training_minutes"], "leg_minutes": 0.0, "leg_epochs": 0.0, "images_per_s": None,
         **{k: released[k] for k in ("knn_conv_k200", "knn_fc_k200", "probe_conv", "probe_fc") if k in released},

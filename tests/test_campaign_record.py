@@ -189,7 +189,11 @@ def test_write_section_is_idempotent_and_keeps_the_text_around(tmp_path):
 # ---------------------------------------------------------------------- the last leg's evaluation
 def _paper_probe_report(path: Path, layer: str, top1: float, provenance: dict, **params) -> Path:
     """A metaug-eval paper-probe report as the CLI writes it (the fields campaign.py reads)."""
-    p = dict(_campaign().PAPER_PROBE_PROTOCOL, layer=layer, seeds=[0], average_last=5, seconds=2280.0,
+    from dataclasses import asdict
+
+    from metaug_features.evaluation.paper_probe import PaperProbeConfig
+
+    p = dict(json.loads(json.dumps(asdict(PaperProbeConfig()))), layer=layer, seeds=[0], average_last=5, seconds=2280.0,
              num_train=50000, num_test=10000)
     p.update(params)
     path.write_text(json.dumps({"format": "metaug-eval-report", "inputs": {"model": {"config": {"provenance": provenance}}},
