@@ -162,6 +162,60 @@ class OptimConfig:
     accum_steps: int = 1
 
 
+@dataclass(frozen=True)
+class IDAAConfig:
+    """IDAA (SPEC section 8): one adversarial view per image, made in a frozen VAE's latent space.
+
+    Each step: z = mu(x1) of the VAE; ``steps`` ascent steps z <- z + (eps / steps) * sign(grad_z)
+    of the method's own contrastive loss of x_adv = x1 + G(z) - G(x1) (so eps is the L-inf
+    radius in the latent); x_adv is then an added view: loss = base + ``weight`` x loss(x_adv).
+    enabled: turn it on (any method: cmc, oucl, metaug).
+    vae: folder written by ``metaug-train-vae``.
+    separate_bn: the adversarial inputs go through their own BN layers (affine weights and
+        running statistics, initialised from the encoder's), as the official code; the
+        exported encoder keeps the clean-input BN only.
+    """
+
+    enabled: bool = False
+    vae: str = ""
+    eps: float = 0.1
+    steps: int = 1
+    weight: float = 1.0
+    separate_bn: bool = False
+
+
+A2_MODES = ("perturb", "search")
+A2_LOSSES = ("infonce", "simclr", "full")
+
+
+@dataclass(frozen=True)
+class A2Config:
+    """A2 with a VAE generator (SPEC section 9; the paper's StyleGAN2 is not available here).
+
+    One generated view per image joins the step: loss = base + ``weight`` x L_A2.
+    mode: "perturb" = decode(mu(x) + sigma * noise) online; "search" = latents searched offline
+        by ``metaug-a2-search`` (``cache``), decoded and cropped like the batch.
+    sigma: perturb noise std in the latent; 0 = calibrate at the start so that the mean cosine
+        between ``calibration_model`` features of G(x) and of the perturbed view is
+        ``target_cosine`` (over ``calibration_images`` training images; logged in log.jsonl).
+    loss: "infonce" (A2-InfoNCE), "simclr" (A2-SimCLR) or "full" (A2-full, SupCon with the
+        generated view as a positive; alpha unused); alpha and tau as in SPEC 9.
+    """
+
+    enabled: bool = False
+    vae: str = ""
+    mode: str = "perturb"
+    sigma: float = 0.0
+    target_cosine: float = 0.85
+    calibration_model: str = "hub/cifar10-conv"
+    calibration_images: int = 512
+    cache: str = ""
+    loss: str = "infonce"
+    alpha: float = 0.5
+    tau: float = 0.5
+    weight: float = 1.0
+
+
 META_GRAD_MODES = ("jvp", "double_backward")
 
 
@@ -219,7 +273,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A whole training run. ``method`` picks the step (cmc | oucl | metaug)."""
+    """A whole training run. ``method`` picks the step (cmc | oucl | metaug); ``idaa`` and
+    ``a2`` add generated views to any of them."""
 
     method: str = "metaug"
     data: DataConfig = field(default_factory=DataConfig)
@@ -227,6 +282,8 @@ class TrainConfig:
     bank: BankConfig = field(default_factory=BankConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     metaug: MetaugConfig = field(default_factory=MetaugConfig)
+    idaa: IDAAConfig = field(default_factory=IDAAConfig)
+    a2: A2Config = field(default_factory=A2Config)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -555,6 +612,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive("metaug.lr", mg.lr, allow_zero=True)
     _positive("metaug.momentum", mg.momentum, allow_zero=True)
     _positive("metaug.weight_decay", mg.weight_decay, allow_zero=True)
+    _validate_generators(cfg)
     _choice("optim.optimizer", o.optimizer, ("sgd", "adam"))
     if o.batch_size < 2:
         raise ConfigError(f"config key 'optim.batch_size' must be >= 2, got {o.batch_size}")
@@ -585,6 +643,32 @@ def validate(cfg: TrainConfig) -> None:
         if v < 1:
             raise ConfigError(f"config key {key!r} must be >= 1, got {v}")
     _positive("run.stop_after_minutes", r.stop_after_minutes, allow_zero=True)
+
+
+def _validate_generators(cfg: TrainConfig) -> None:
+    i, a = cfg.idaa, cfg.a2
+    if i.enabled and not i.vae:
+        raise ConfigError("config key 'idaa.vae' must name a VAE folder (metaug-train-vae) when idaa.enabled is true")
+    _positive("idaa.eps", i.eps, allow_zero=True)
+    if i.steps < 1:
+        raise ConfigError(f"config key 'idaa.steps' must be >= 1, got {i.steps}")
+    _positive("idaa.weight", i.weight, allow_zero=True)
+    if a.enabled and not a.vae:
+        raise ConfigError("config key 'a2.vae' must name a VAE folder (metaug-train-vae) when a2.enabled is true")
+    _choice("a2.mode", a.mode, A2_MODES)
+    _choice("a2.loss", a.loss, A2_LOSSES)
+    if a.enabled and a.mode == "search" and not a.cache:
+        raise ConfigError("config key 'a2.cache' must name the latents file of metaug-a2-search when a2.mode is 'search'")
+    if a.enabled and a.mode == "perturb" and a.sigma == 0 and not a.calibration_model:
+        raise ConfigError("config key 'a2.calibration_model' must name a model when a2.sigma is 0 (calibrated)")
+    _positive("a2.sigma", a.sigma, allow_zero=True)
+    if not (-1 < a.target_cosine < 1):
+        raise ConfigError(f"config key 'a2.target_cosine' must be in (-1, 1), got {a.target_cosine}")
+    if a.calibration_images < 2:
+        raise ConfigError(f"config key 'a2.calibration_images' must be >= 2, got {a.calibration_images}")
+    _positive("a2.alpha", a.alpha, allow_zero=True)
+    _positive("a2.tau", a.tau)
+    _positive("a2.weight", a.weight, allow_zero=True)
 
 
 #: Keys a resume may change: they affect how the run executes, never the numbers it computes.

@@ -40,6 +40,13 @@ def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: st
         rec["loss"] = f"{cfg.loss.cmc} (T={cfg.loss.temperature})"
     else:
         rec["loss"] = f"oucl (beta={cfg.loss.beta}, margin={cfg.loss.margin}, weighting={cfg.loss.weighting})"
+    if cfg.idaa.enabled:
+        i = cfg.idaa
+        rec["idaa"] = {"eps": i.eps, "steps": i.steps, "weight": i.weight, "separate_bn": i.separate_bn}
+    if cfg.a2.enabled:
+        a = cfg.a2
+        rec["a2"] = {"generator": "VAE (not the paper's StyleGAN2)", "mode": a.mode, "loss": a.loss,
+                     "alpha": a.alpha, "tau": a.tau, "weight": a.weight}
     if cfg.method == "metaug":
         rec["meta_every"] = cfg.metaug.meta_every
         rec["delta"] = cfg.metaug.delta

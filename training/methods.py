@@ -25,7 +25,7 @@ Nothing here reads the clock or writes files; values returned for logging stay o
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
@@ -41,6 +41,7 @@ from .memory_bank import MemoryBank
 from .meta import metaug_meta_step, set_gradients
 from .objective import ObjectiveConfig, OUCLOptions, metaug_objective
 from .phase_timer import NO_TIMER
+from .view_generators import GeneratorBatch, ViewGenerator
 
 
 class Embedder(nn.Module):
@@ -74,6 +75,8 @@ class TrainState:
     #: the encoder-step forward ``x -> {view: [b, d]}``: ``model`` itself, or its
     #: ``torch.compile``d version (``run.compile``); same parameters either way.
     forward: Any = None
+    #: IDAA / A2 view generators (``view_generators.py``), applied in this order each step.
+    generators: list[ViewGenerator] = field(default_factory=list)
 
 
 def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
@@ -118,18 +121,8 @@ def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], samp
     metaug: L_tot with z^ = MAG(z) (MAGs in train mode, frozen), R only if reg_where = "both".
     Returns the scalar loss and detached named terms.
     """
-    bank = state.bank
-    if cfg.method == "cmc":
-        scores = bank.scores(z, sample_idx)
-        tensors = [scores[p] for p in bank.pairs]
-        if cfg.loss.cmc == "nce":
-            assert state.nce is not None
-            loss = state.nce(tensors)
-        else:
-            loss = infonce_loss(tensors, cfg.loss.temperature)
-        return loss, {"loss": loss.detach()}
-    if cfg.method == "oucl":
-        loss, terms = metaug_objective(z, None, bank, sample_idx, objective, phase="encoder")
+    if cfg.method in ("cmc", "oucl"):
+        loss = contrastive_loss(cfg, state, z, sample_idx, objective)
         return loss, {"loss": loss.detach()}
     assert state.mags is not None
     z_hat = {v: state.mags[v](t) for v, t in z.items()}
@@ -137,6 +130,53 @@ def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], samp
     out = {"loss": loss.detach()}
     out.update({k: v for k, v in terms.items() if k != "total"})
     return loss, out
+
+
+def contrastive_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], sample_idx: Tensor,
+                     objective: ObjectiveConfig) -> Tensor:
+    """The method's contrastive loss of embeddings ``z`` ``{view: [b, d]}`` as anchors against
+    the memory bank at ``sample_idx``, without generators of any kind: cmc = InfoNCE (or NCE)
+    over the ordered view pairs; oucl and metaug = OUCL (``L(z)`` of L_tot, no MAG terms)."""
+    bank = state.bank
+    if cfg.method == "cmc":
+        scores = bank.scores(z, sample_idx)
+        tensors = [scores[p] for p in bank.pairs]
+        if cfg.loss.cmc == "nce":
+            assert state.nce is not None
+            return state.nce(tensors)
+        return infonce_loss(tensors, cfg.loss.temperature)
+    loss, _ = metaug_objective(z, None, bank, sample_idx, objective, phase="encoder")
+    return loss
+
+
+def to_network_input(cfg: TrainConfig, encoder: MetAugEncoder, rgb: Tensor) -> Tensor:
+    """RGB crops ``[b, 3, S, S]`` in [0, 1] -> network input (Lab, channels-last if configured)."""
+    x = encoder.preprocess.to_input(rgb)
+    if cfg.run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def generated_view_loss(cfg: TrainConfig, state: TrainState, gen: ViewGenerator, batch: GeneratorBatch,
+                        z: dict[str, Tensor], sample_idx: Tensor, objective: ObjectiveConfig) -> Tensor:
+    """The added term of one view generator (unweighted): generate the view (with the attack
+    objective when the generator needs the current encoder), embed it, score it.
+
+    The generated view's forward goes through the plain encoder, not the DDP wrapper: its
+    gradients join the same backward, and DDP reduces each parameter's summed gradient once.
+    """
+    encoder = state.encoder
+
+    def contrastive(zz: dict[str, Tensor]) -> Tensor:
+        return contrastive_loss(cfg, state, {v: t.float() for v, t in zz.items()}, sample_idx, objective)
+
+    attack = None
+    if gen.needs_encoder:
+        def attack(rgb: Tensor) -> Tensor:
+            return contrastive(gen.embed(encoder, to_network_input(cfg, encoder, rgb), update_bn=False))
+    x_gen = gen.generate(batch, attack)
+    z_gen = gen.embed(encoder, to_network_input(cfg, encoder, x_gen.detach()))
+    return gen.loss(z, {v: t.float() for v, t in z_gen.items()}, contrastive)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -152,7 +192,7 @@ def _accumulate(acc: dict[str, Tensor], new: dict[str, Tensor], weight: float) -
 
 
 def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, sample_idx: Tensor,
-               step: int, ctx: DistContext) -> dict[str, Tensor]:
+               step: int, ctx: DistContext, gen_batch: GeneratorBatch | None = None) -> dict[str, Tensor]:
     """One iteration on this rank's batch.
 
     Args:
@@ -160,6 +200,9 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
         idx: LongTensor ``[b]`` dataset indices of the rows of ``x`` (memory-bank slots).
         sample_idx: LongTensor ``[b, K+1]`` positives + negatives (``MemoryBank.sample``).
         step: global step (0-based); the meta step runs when ``step % meta_every == 0``.
+        gen_batch: the RGB crops and row positions the view generators read (required when
+            ``state.generators`` is not empty); each adds ``weight x`` its term to the
+            encoder-step loss (never to the meta step's MAG loss).
     Returns:
         Detached scalar tensors for logging (averaged over micro-batches; this rank's values).
     """
@@ -168,6 +211,9 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
     timer = state.timer
     forward = state.forward if state.forward is not None else state.model
     xs, idxs, sis = x.chunk(accum), idx.chunk(accum), sample_idx.chunk(accum)
+    if state.generators and gen_batch is None:
+        raise ValueError("view generators are configured but the step got no gen_batch")
+    gbs = gen_batch.chunk(accum) if state.generators else [None] * accum
     logs: dict[str, Tensor] = {}
     feats: list[dict[str, Tensor]] = []
     state.opt.zero_grad(set_to_none=True)
@@ -184,6 +230,11 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
                 with timer("loss"):
                     z = {v: t.float() for v, t in z.items()}
                     loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
+                for gen in state.generators:
+                    with timer(gen.name):
+                        extra = generated_view_loss(cfg, state, gen, gbs[a], z, sis[a], objective)
+                    terms[f"loss_{gen.name}"] = extra.detach()
+                    loss = loss + gen.weight * extra
                 with timer("backward"):
                     (loss / accum).backward()
             feats.append({v: t.detach().float() for v, t in z.items()})

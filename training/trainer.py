@@ -50,7 +50,8 @@ from .export import export_encoder, provenance
 from .losses import NCELoss
 from .mag import build_mags_for, mag_norms
 from .memory_bank import MemoryBank, view_pairs
-from .methods import Embedder, TrainState, train_step
+from .methods import Embedder, TrainState, to_network_input, train_step
+from .view_generators import GeneratorBatch, build_view_generators
 from .stop_signal import StopOnSignal
 
 
@@ -149,6 +150,12 @@ class Trainer:
         self.total_steps = o.epochs * self.spe
         self.end_step = min(self.total_steps, cfg.run.max_steps) if cfg.run.max_steps else self.total_steps
         self.state = build_state(cfg, n, self.ctx)
+        gens = build_view_generators(cfg, self.state.encoder, torch.from_numpy(data.images), data.fingerprint, self.ctx.device)
+        for gen in gens:
+            extra = [p for p in gen.parameters() if p.requires_grad]
+            if extra:  # IDAA's separate BN: trained with the encoder, same lr schedule
+                self.state.opt.add_param_group({"params": extra})
+        self.state.generators = gens
         self.augment = BatchAugment(self.state.encoder.config.input_size, cfg.data.crop_scale, cfg.data.crop_ratio, cfg.data.flip)
         # The whole uint8 dataset on the device (CIFAR-10: 150 MB): one index_select per step.
         images = torch.from_numpy(data.images)
@@ -172,6 +179,10 @@ class Trainer:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This rank's slice of global step ``step``: network input ``[b, C, S, S]``, dataset
         indices ``[b]`` and sample indices ``[b, K+1]``, on the device."""
+        return self.batch_for_step(step)[:3]
+
+    def batch_for_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GeneratorBatch | None]:
+        """``batch(step)`` plus what the view generators read (None without generators)."""
         cfg, ctx = self.cfg, self.ctx
         epoch, s = divmod(step, self.spe)
         if epoch != self._perm_epoch:
@@ -186,30 +197,37 @@ class Trainer:
         lo, hi = ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch
         idx = g_idx[lo:hi]
         dev = ctx.device
-        return self.network_input(idx, params[lo:hi]), idx.to(dev), sample_idx[lo:hi].to(dev, non_blocking=True)
+        rgb = self.crops(idx, params[lo:hi])
+        gen_batch = None
+        if self.state.generators:
+            gen_batch = GeneratorBatch(rgb, idx.to(dev), torch.arange(lo, hi), g, step, params[lo:hi])
+        x = to_network_input(self.cfg, self.state.encoder, rgb)
+        return x, idx.to(dev), sample_idx[lo:hi].to(dev, non_blocking=True), gen_batch
+
+    def crops(self, idx: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """RGB crops ``[b, 3, S, S]`` in [0, 1] of dataset rows ``idx`` ``[b]`` cropped and
+        flipped by ``params`` (rows of ``BatchAugment.sample``), on the device."""
+        pixels = self.images.index_select(0, idx.to(self.images.device)).to(self.ctx.device, non_blocking=True)
+        return apply_crops(pixels.permute(0, 3, 1, 2), params, self.augment.out_size)
 
     def network_input(self, idx: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Network input ``[b, C, S, S]`` of dataset rows ``idx`` ``[b]`` cropped and flipped by
         ``params`` (rows of ``BatchAugment.sample``), on the device."""
-        pixels = self.images.index_select(0, idx.to(self.images.device)).to(self.ctx.device, non_blocking=True)
-        x = self.state.encoder.preprocess.to_input(apply_crops(pixels.permute(0, 3, 1, 2), params, self.augment.out_size))
-        if self.cfg.run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return to_network_input(self.cfg, self.state.encoder, self.crops(idx, params))
 
-    def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GeneratorBatch | None]:
         """``batch(step)``, taken from the worker thread when ``run.prefetch`` is on (the
         worker then starts on ``step + 1``); the "data" phase is the time spent waiting."""
         if not self.cfg.run.prefetch:
-            return self.batch(step)
+            return self.batch_for_step(step)
         if self._prefetch_pool is None:
             self._prefetch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metaug-prefetch")
         pending = self._prefetched
         if pending is not None and pending[0] != step:
             pending[1].result()  # a stale guess (a jump in steps): drop it
             pending = None
-        future = pending[1] if pending is not None else self._prefetch_pool.submit(self.batch, step)
-        self._prefetched = (step + 1, self._prefetch_pool.submit(self.batch, step + 1)) if step + 1 < self.end_step else None
+        future = pending[1] if pending is not None else self._prefetch_pool.submit(self.batch_for_step, step)
+        self._prefetched = (step + 1, self._prefetch_pool.submit(self.batch_for_step, step + 1)) if step + 1 < self.end_step else None
         return future.result()
 
     def close(self) -> None:
@@ -228,8 +246,8 @@ class Trainer:
             for group in self.state.mag_opt.param_groups:
                 group["lr"] = self.cfg.metaug.lr * f
         with self.state.timer("data"):
-            x, idx, sample_idx = self.next_batch(step)
-        return train_step(self.cfg, self.state, x, idx, sample_idx, step, self.ctx)
+            x, idx, sample_idx, gen_batch = self.next_batch(step)
+        return train_step(self.cfg, self.state, x, idx, sample_idx, step, self.ctx, gen_batch)
 
     # ------------------------------------------------------------------ state
     def checkpoint_dict(self, step: int, metrics: dict[str, float]) -> dict[str, Any]:
@@ -247,6 +265,7 @@ class Trainer:
             "nce": s.nce.state_dict() if s.nce is not None else None,
             "optimizer": s.opt.state_dict(),
             "mag_optimizer": s.mag_opt.state_dict() if s.mag_opt is not None else None,
+            "generators": [g.state_dict() for g in s.generators],
             "rng": rng_state(),
             "dataset": self.dataset_record(),
             "metrics": {k: float(v) for k, v in metrics.items()},
@@ -283,6 +302,8 @@ class Trainer:
         s.opt.load_state_dict(ckpt["optimizer"])
         if s.mag_opt is not None:
             s.mag_opt.load_state_dict(ckpt["mag_optimizer"])
+        for gen, sd in zip(s.generators, ckpt.get("generators") or [{} for _ in s.generators]):
+            gen.load_state_dict(sd)
         set_rng_state(ckpt["rng"])
         self.start_step = int(ckpt["step"])
 
@@ -380,6 +401,12 @@ class Trainer:
         bar = tqdm(total=self.end_step, initial=self.start_step, unit="step", dynamic_ncols=True,
                    disable=True if quiet else None, file=sys.stderr)
         logger.bar = bar
+        for gen in self.state.generators:
+            calibration = getattr(gen, "calibration", None)
+            if calibration is not None and self.start_step == 0:
+                logger.log_raw({"event": f"{gen.name}-calibration", "step": self.start_step, **calibration})
+                logger.message(f"{gen.name}: sigma {calibration['sigma']:.4g} gives mean feature cosine "
+                               f"{calibration['cosine']} (target {calibration['target_cosine']})")
         # The deadline counts from the start of the job (data decoding included), so a session
         # given N minutes is done, checkpoint and export written, shortly after N minutes.
         deadline = self.started + 60.0 * cfg.run.stop_after_minutes if cfg.run.stop_after_minutes else None
