@@ -19,7 +19,10 @@ DEV=${DEV:-cuda}                # cpu for a dry run of this script
 DATA_LIMIT=${DATA_LIMIT:-0}     # 0 = all 50,000 training images
 PROBE_STEPS=${PROBE_STEPS:-300}
 VAE_EPOCHS=${VAE_EPOCHS:-5}
+VAE_TIMEOUT=${VAE_TIMEOUT:-150}   # seconds; a CPU run needs about 900
 OUT=${OUT:-/tmp/vg-out}
+THREADS=${THREADS:-3}           # torch threads per row
+SEQUENTIAL=${SEQUENTIAL:-0}     # 1: one row after the other (a CPU run), else side by side
 T0=$(date +%s)
 W=${W:-/tmp/vg}
 rm -rf "$W"
@@ -40,7 +43,7 @@ UTIL_PID=$!
 
 DATA=data/cifar10-jpeg.tar.gz
 COMMON=(data.path=$DATA data.cache_dir=$W/cache data.num_workers=8 optim.schedule=cosine run.seed=0 run.device=$DEV data.limit=$DATA_LIMIT
-        run.num_threads=3 run.log_every=100 run.ckpt_every=1000000 run.quiet=true a2.calibration_model=hub/cifar10-conv)
+        run.num_threads=$THREADS run.log_every=100 run.ckpt_every=1000000 run.quiet=true a2.calibration_model=hub/cifar10-conv)
 
 # 0. decode the training set once into the cache every row reads
 $PY - "${COMMON[@]}" <<'EOF' 2>&1 | tee -a "$W/driver.log"
@@ -55,7 +58,7 @@ EOF
 
 # 1. the VAE (5 epochs, PSNR on the test split)
 log "VAE"
-timeout 150 $PY -m metaug_cli.train_vae $DATA "$W/vae" --epochs $VAE_EPOCHS --device $DEV --limit $DATA_LIMIT > "$W/vae.log" 2>&1
+timeout ${VAE_TIMEOUT:-150} $PY -m metaug_cli.train_vae $DATA "$W/vae" --epochs $VAE_EPOCHS --device $DEV --limit $DATA_LIMIT > "$W/vae.log" 2>&1
 tail -3 "$W/vae.log"
 [ -f "$W/vae/config.json" ] || { log "VAE failed"; cat "$W/vae.log"; }
 
@@ -69,7 +72,9 @@ launch() {  # launch ROW EPOCHS OUTDIR [more overrides...]
         run.out_dir=$out "$@" > "$out.stdout" 2>&1 &
 }
 
-# 2. speed probe: all rows side by side for 300 steps, to size the budget
+# 2. speed probe: all rows side by side for PROBE_STEPS steps, to size the budget (skipped
+#    when EPOCHS is given)
+if [ -z "${EPOCHS:-}" ]; then
 log "probe"
 mkdir -p "$W/probe"
 for r in "${ROWS[@]}"; do launch "$r" 100 "$W/probe/$r" run.max_steps=$PROBE_STEPS run.export=false; done
@@ -89,10 +94,15 @@ print(max(1, min(epochs, 30)))
 EOF
 )
 log "rates above; budget $EPOCHS epochs"
+fi
+log "budget: $EPOCHS epochs"
 
 # 3. the rows, side by side, same budget; the deadline is only a safety net
-DEADLINE=$(( (LIMIT_S - $(elapsed) - 45) / 60 ))
-for r in "${ROWS[@]}"; do launch "$r" "$EPOCHS" "$W/$r" run.stop_after_minutes=$DEADLINE; done
+DEADLINE=$(awk -v a="$LIMIT_S" -v b="$(elapsed)" 'BEGIN { printf "%.2f", (a - b - 45) / 60 }')  # minutes, not rounded down
+for r in "${ROWS[@]}"; do
+    launch "$r" "$EPOCHS" "$W/$r" run.stop_after_minutes=$DEADLINE
+    if [ "$SEQUENTIAL" = 1 ]; then wait $(jobs -p | grep -v "^$UTIL_PID$") 2>/dev/null; log "$r done"; fi
+done
 wait $(jobs -p | grep -v "^$UTIL_PID$") 2>/dev/null
 log "rows done"
 kill $UTIL_PID 2>/dev/null
@@ -113,6 +123,6 @@ EOF
     tar -C "$W/back" -cf "$OUT/row-$r.tar" "$r"
 done
 cp "$W/vae/config.json" "$W/back/vae-config.json" 2>/dev/null
-tar -C "$W" --exclude='*.pt' -czf "$OUT/meta.tar.gz" driver.log gpu.txt gpu_util.csv vae.log probe back/vae-config.json
+tar -C "$W" --exclude='*.pt' -czf "$OUT/meta.tar.gz" driver.log gpu.txt gpu_util.csv vae.log $( [ -d "$W/probe" ] && echo probe) back/vae-config.json
 ls -la "$OUT"
 log "end"

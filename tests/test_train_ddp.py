@@ -67,3 +67,38 @@ def load_checkpoint_bank_init(cfg) -> torch.Tensor:
 
     g = torch.Generator().manual_seed(cfg.run.seed + 1)
     return MemoryBank(cfg.model.views, 200, cfg.model.embedding_dim, cfg.bank.num_negatives, generator=g).bank
+
+
+@pytest.mark.timeout(600)
+def test_two_process_ddp_with_view_generators_matches_single_process(cifar_images, tmp_path):
+    """IDAA (with its separate BN, trained outside the DDP module) and A2 (noise drawn for the
+    global batch) under two ranks give the single process's parameters, bit for bit."""
+    from metaug_training.vae import IDAAVAE, VAEConfig, save_vae
+
+    torch.manual_seed(0)
+    vae = save_vae(IDAAVAE(VAEConfig(channels=16, latent_dim=32)), tmp_path / "vae")
+    common = ["method=oucl", "run.max_steps=4", "run.log_every=2", "idaa.enabled=true", f"idaa.vae={vae}",
+              "idaa.separate_bn=true", "a2.enabled=true", f"a2.vae={vae}", "a2.sigma=0.5"]
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text("{}")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "metaug_cli.train", "--config", str(recipe), *tiny(cifar_images, tmp_path / "ddp", *common)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recs = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    digests = [r for r in recs if "rank_state_sha256" in r]
+    assert len(digests) == 1 and len(set(digests[0]["rank_state_sha256"])) == 1
+    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+
+    train(load_config(recipe, tiny(cifar_images, tmp_path / "single", *common, "optim.accum_steps=2")))
+    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    assert torch.equal(ddp["bank"]["bank"], single["bank"]["bank"])
+    for name, t in single["encoder"].items():
+        if "running" in name or "num_batches" in name:
+            continue
+        assert torch.equal(ddp["encoder"][name], t), name
+    idaa_single, idaa_ddp = single["generators"][0], ddp["generators"][0]
+    for name, t in idaa_single.items():
+        if name.startswith("bn_params."):
+            assert torch.equal(idaa_ddp[name], t), name

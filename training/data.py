@@ -134,6 +134,19 @@ def _read_archive(path: Path, split: str) -> dict[str, bytes]:
     return under_split or everything
 
 
+def split_exists(path: str, split: str) -> bool:
+    """Whether ``path`` (folder or archive) holds a ``split`` sub-folder of images (for an
+    archive: members ``<top>/<split>/...``); without one, loading that split reads everything."""
+    src = resolve_source(path)
+    if not split:
+        return False
+    if not _is_archive(src):
+        return (src / split).is_dir()
+    with tarfile.open(src, "r:*") as tar:
+        return any(m.isfile() and _is_image(m.name) and len(m.name.strip("/").split("/")) >= 3
+                   and m.name.strip("/").split("/")[1] == split for m in tar)
+
+
 def _labels(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Labels from the first path component (class folder); -1 when files are flat."""
     if not paths or any("/" not in p for p in paths):

@@ -126,7 +126,7 @@ def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], samp
         return loss, {"loss": loss.detach()}
     assert state.mags is not None
     z_hat = {v: state.mags[v](t) for v, t in z.items()}
-    loss, terms = metaug_objective(z, z_hat, bank, sample_idx, objective, phase="encoder")
+    loss, terms = metaug_objective(z, z_hat, state.bank, sample_idx, objective, phase="encoder")
     out = {"loss": loss.detach()}
     out.update({k: v for k, v in terms.items() if k != "total"})
     return loss, out
@@ -241,6 +241,12 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
             _accumulate(logs, terms, 1.0 / accum)
             bad = ~torch.isfinite(loss.detach())
             state.nonfinite = bad if state.nonfinite is None else (state.nonfinite | bad)
+    if ctx.distributed and state.generators:
+        # Trainable generator parts (IDAA's separate BN) live outside the DDP module: average
+        # their gradients over ranks here, as DDP does for the encoder's.
+        extra = [p.grad for g in state.generators for p in g.parameters() if p.grad is not None]
+        if extra:
+            all_reduce_mean_(extra, ctx)
     with timer("optimizer"):
         state.opt.step()
     if state.nce is not None and ctx.distributed and step == 0:

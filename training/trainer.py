@@ -473,13 +473,14 @@ class Trainer:
             logger.close()
 
     def state_digest(self) -> str:
-        """SHA-256 of every trained tensor that must be identical on all ranks: encoder and
-        MAG parameters, memory bank (BN running statistics are not: DDP broadcasts rank 0's
+        """SHA-256 of every trained tensor that must be identical on all ranks: encoder, MAG
+        and generator parameters, memory bank (BN running statistics are not: DDP broadcasts rank 0's
         at each forward, and each rank then updates them with its own batch)."""
         h = hashlib.sha256()
         tensors = list(self.state.encoder.parameters()) + [self.state.bank.bank]
         if self.state.mags is not None:
             tensors += list(self.state.mags.parameters())
+        tensors += [p for g in self.state.generators for p in g.parameters()]
         for t in tensors:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()

@@ -5,10 +5,12 @@ each epoch visits them in a seeded random order with random horizontal flips, an
 trained with Adam on :func:`~metaug_training.vae.vae_loss`. At the end the reconstruction
 quality of ``G(x) = decode(mu(x))`` is measured as the mean per-image PSNR on the evaluation
 split (``test`` of CIFAR-10); a source without that split holds out a seeded 2% of its images
-instead, and the report says which.
+instead (also when the source has no ``train`` split to train on apart from it), and the report
+says which.
 
 Resume: the optimiser state is saved after every epoch in ``<out>/train_state.pt`` (weights
-only, loaded with ``weights_only=True``); ``resume=True`` continues from the last whole epoch.
+only, loaded with ``weights_only=True``, with the random state); ``resume=True`` continues from
+the last whole epoch and gives the weights an uninterrupted run gives (same device).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 
 from metaug_features.atomic import atomic_write_text
 
-from .checkpoint import CheckpointError, git_commit, load_checkpoint, save_checkpoint
-from .data import ImageArray, load_image_array
+from .checkpoint import CheckpointError, git_commit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import ImageArray, load_image_array, split_exists
 from .vae import IDAAVAE, VAEConfig, psnr, save_vae, vae_loss
 
 STATE_NAME = "train_state.pt"
@@ -78,15 +80,15 @@ def train_vae(
     train = load_image_array(path, split="train", size=cfg.image_size, cache_dir=cache_dir, limit=limit)
     if train.images.shape[1] != cfg.image_size or train.images.shape[2] != cfg.image_size:
         raise ValueError(f"images are {train.images.shape[1]}x{train.images.shape[2]}, the VAE wants {cfg.image_size}")
-    test = load_image_array(path, split=eval_split, size=cfg.image_size, cache_dir=cache_dir)
     n = len(train)
     all_rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    if test.fingerprint == train.fingerprint or not eval_split:
+    if eval_split == "train" or not split_exists(path, eval_split) or not split_exists(path, "train"):
         # No separate evaluation split: hold out a seeded 2% of the training images.
         k = max(1, int(round(HOLDOUT_FRACTION * n)))
         eval_data, eval_rows, train_rows = train, all_rows[:k].sort().values, all_rows[k:].sort().values
         eval_name = f"held-out {k} of {n} training images"
     else:
+        test = load_image_array(path, split=eval_split, size=cfg.image_size, cache_dir=cache_dir)
         eval_data, eval_rows, train_rows = test, torch.arange(len(test)), torch.arange(n)
         eval_name = f"{eval_split} split ({len(test)} images)"
 
@@ -102,6 +104,7 @@ def train_vae(
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         start_epoch = int(st["epoch"])
+        set_rng_state(st["rng"])  # the sampling noise continues where it stopped: a bit-exact resume
         if log:
             log(f"resuming VAE training at epoch {start_epoch}")
     m = len(train_rows)
@@ -129,7 +132,7 @@ def train_vae(
         if not torch.isfinite(torch.tensor(loss_m)):
             raise FloatingPointError(f"VAE loss became {loss_m} in epoch {epoch}; lower --lr")
         save_checkpoint(state_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                     "fingerprint": train.fingerprint})
+                                     "fingerprint": train.fingerprint, "rng": rng_state()})
         if log:
             log(f"epoch {epoch + 1}/{epochs}: loss {loss_m:.5f} mse {mse_m:.5f} kl/elem {kl_m:.5f} "
                 f"({m / (time.perf_counter() - t0):.0f} img/s)")

@@ -1,0 +1,184 @@
+"""The IDAA / A2 comparison table of issue #6, from the records of a comparison run.
+
+    python benchmarks/view_generators_table.py TAG [--no-write]
+
+Reads ``benchmarks/view_generators/TAG/``: ``<row>.json`` (``evaluate_encoder.py`` results),
+``<row>.log.jsonl`` (the training log: budget, speed, the A2 calibration record) and
+``vae-config.json`` (the VAE and its test PSNR). Writes ``summary.json`` there and the section
+between ``<!-- view_generators_TAG:start -->`` and ``<!-- view_generators_TAG:end -->`` of
+``benchmarks/RESULTS.md`` (appended when absent). Every number comes from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+ROWS = {
+    "oucl": "OUCL (base)",
+    "idaa": "OUCL + IDAA",
+    "a2-perturb": "OUCL + A2 perturb (VAE generator)",
+    "a2-alpha0": "OUCL + A2 perturb, alpha = 0 (control)",
+}
+#: row -> the row it is compared with in the "vs" column
+BASELINE = {"idaa": "oucl", "a2-perturb": "oucl", "a2-alpha0": "oucl"}
+CONTROLS = {"a2-perturb": "a2-alpha0"}
+
+
+def _read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in recs if "event" not in r], [r for r in recs if "event" in r]
+
+
+def row_record(folder: Path, row: str) -> dict[str, Any] | None:
+    """Everything the table says about one row, or None when the row has no evaluation."""
+    ev_path, log_path = folder / f"{row}.json", folder / f"{row}.log.jsonl"
+    if not ev_path.is_file() or not log_path.is_file():
+        return None
+    ev = json.loads(ev_path.read_text(encoding="utf-8"))
+    steps, events = _read_log(log_path)
+    stop = next(e for e in events if e["event"] == "stop")
+    config = json.loads((folder / f"{row}.config.json").read_text()) if (folder / f"{row}.config.json").is_file() else None
+    rates = [r["img_per_s"] for r in steps[1:]] or [r["img_per_s"] for r in steps]
+    rec = {
+        "row": row, "label": ROWS[row],
+        "knn_top1": ev["conv"]["knn"]["k200"]["top1"],
+        "probe_top1": round(ev["conv"]["probe"]["top1"], 2),
+        "dim": ev["conv"]["dim"],
+        "epochs_reached": stop["epoch"], "status": stop["status"], "steps": stop["step"],
+        "train_seconds": stop["job_s"],
+        "img_per_s_median": round(sorted(rates)[len(rates) // 2], 1),
+        "weights_sha256": ev["encoder"].get("weights_sha256"),
+        "eval_date_utc": ev.get("date_utc"),
+    }
+    calib = [e for e in events if e["event"].endswith("-calibration")]
+    if calib:
+        rec["calibration"] = {k: v for k, v in calib[0].items() if k not in ("time", "event", "step")}
+    if config:
+        rec["config"] = config
+    return rec
+
+
+def build(tag: str, machine: str | None = None) -> dict[str, Any]:
+    folder = ROOT / "view_generators" / tag
+    rows = {r: rec for r in ROWS if (rec := row_record(folder, r)) is not None}
+    if "oucl" not in rows:
+        raise SystemExit(f"{folder}: the base row 'oucl' has no evaluation yet")
+    vae = json.loads((folder / "vae-config.json").read_text()) if (folder / "vae-config.json").is_file() else None
+    floor = None
+    floor_path = ROOT / "release" / "floor.json"
+    if floor_path.is_file():
+        f = json.loads(floor_path.read_text())
+        enc = f["encoder"]
+        # Only an encoder of the same shape is a floor for these rows (alexnet32 width 0.5, l/ab/ori).
+        if enc["architecture"] == "alexnet32" and enc["width"] == 0.5 and enc["views"] == ["l", "ab", "ori"]:
+            floor = {"knn_top1": f["conv"]["knn"]["k200"]["top1"], "probe_top1": round(f["conv"]["probe"]["top1"], 2)}
+    for r, rec in rows.items():
+        base = rows.get(BASELINE.get(r, ""))
+        if base is not None:
+            rec["vs_base"] = {k: round(rec[k] - base[k], 2) for k in ("knn_top1", "probe_top1")}
+        ctrl = rows.get(CONTROLS.get(r, ""))
+        if ctrl is not None:
+            rec["vs_control"] = {k: round(rec[k] - ctrl[k], 2) for k in ("knn_top1", "probe_top1")}
+    old = folder / "summary.json"
+    if machine is None and old.is_file():
+        machine = json.loads(old.read_text()).get("machine")
+    return {"tag": tag, "machine": machine, "rows": rows, "vae": vae, "floor": floor}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    tag, rows, vae, floor = summary["tag"], summary["rows"], summary["vae"], summary["floor"]
+    base = rows["oucl"]
+    epochs = sorted({r["epochs_reached"] for r in rows.values()})
+    lines = [f"<!-- view_generators_{tag}:start -->",
+             f"## IDAA and A2 (VAE generator) vs base OUCL, small budget ({tag}) (#6)", ""]
+    if vae:
+        rec = vae.get("record", {})
+        lines.append(f"- VAE (`metaug-train-vae`, SPEC 8 shape, latent {vae['latent_dim']}): {rec.get('epochs')} epochs on "
+                     f"{rec.get('num_train'):,} CIFAR-10 training images on `{rec.get('device')}` in {rec.get('seconds')} s; "
+                     f"reconstruction PSNR of G(x) = dec(mu(x)) **{rec.get('test_psnr_db')} dB** on the "
+                     f"{rec.get('psnr_measured_on')}.")
+    calib = next((r["calibration"] for r in rows.values() if "calibration" in r), None)
+    if calib:
+        lines.append(f"- A2 perturb sigma, calibrated at the start of the run: **{calib['sigma']:.3f}** gives a mean cosine of "
+                     f"{calib['cosine']} between `{calib['model']}` features of G(x) and of the perturbed view "
+                     f"(target {calib['target_cosine']}, {calib['images']} training images). The cosine is taken against "
+                     f"the reconstruction: the image-vs-reconstruction cosine alone is {calib['cosine_image_vs_reconstruction']}, "
+                     "so the target is unreachable against the image itself.")
+    if len(epochs) == 1:
+        budget = f"{epochs[0]:g} epochs, every row finished its schedule"
+    else:
+        budget = ("NOT equal: rows reached " + ", ".join(f"{rows[r]['label']} {rows[r]['epochs_reached']:g}" for r in rows)
+                  + " epochs of the scheduled budget (stopped by the wall-clock deadline)")
+    if summary.get("machine"):
+        lines.append(f"- Trained on: {summary['machine']}.")
+    lines += [
+        f"- Budget: {budget}; "
+        "CIFAR-10 train (50,000 images), batch 64, seed 0, `alexnet32` width 0.5, views l/ab/ori, OUCL recipe "
+        "(`cifar10-oucl`) with a cosine schedule over the budget; k-NN (k = 200, T = 0.07) and the fast linear probe "
+        "(features once, no augmentation) on the `conv` features (1,728-d) of the 10,000 test images, "
+        "`benchmarks/evaluate_encoder.py --layers conv`.",
+        "- One seed per row: differences of a few tenths of a point are within run-to-run noise, which this budget "
+        "could not measure.", "",
+        "| row | epochs | train time | img/s | k-NN top-1 | vs base | fast probe top-1 | vs base |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in ROWS:
+        if r not in rows:
+            continue
+        rec = rows[r]
+        vs = rec.get("vs_base")
+        lines.append(f"| {rec['label']} | {rec['epochs_reached']} | {rec['train_seconds'] / 60:.1f} min | "
+                     f"{rec['img_per_s_median']:.0f} | {rec['knn_top1']:.2f} | {_signed(vs['knn_top1']) if vs else '-'} | "
+                     f"{rec['probe_top1']:.2f} | {_signed(vs['probe_top1']) if vs else '-'} |")
+    if floor:
+        lines.append(f"| random init (floor, `benchmarks/release/floor.json`) | 0 | - | - | {floor['knn_top1']:.2f} | "
+                     f"{_signed(floor['knn_top1'] - base['knn_top1'])} | {floor['probe_top1']:.2f} | "
+                     f"{_signed(floor['probe_top1'] - base['probe_top1'])} |")
+    lines.append("")
+    ctrl = rows.get("a2-perturb", {}).get("vs_control")
+    if ctrl:
+        lines.append(f"- A2's alignment term alone (A2 perturb minus its alpha = 0 control, which keeps everything else, "
+                     f"including the in-batch InfoNCE between the expert views): k-NN {_signed(ctrl['knn_top1'])}, "
+                     f"probe {_signed(ctrl['probe_top1'])} points.")
+    lines += [f"- Records: `benchmarks/view_generators/{tag}/` (evaluation JSONs with weight hashes, training logs, the "
+              "VAE config, `summary.json`); table: `python benchmarks/view_generators_table.py " + tag + "`.",
+              f"<!-- view_generators_{tag}:end -->"]
+    return "\n".join(lines)
+
+
+def write_section(text: str, tag: str, path: Path = ROOT / "RESULTS.md") -> None:
+    start, end = f"<!-- view_generators_{tag}:start -->", f"<!-- view_generators_{tag}:end -->"
+    doc = path.read_text(encoding="utf-8")
+    if start in doc:
+        head, rest = doc.split(start, 1)
+        doc = head + text + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(doc, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("tag")
+    ap.add_argument("--no-write", action="store_true", help="print the section only")
+    ap.add_argument("--machine", default=None, help="where the rows were trained (kept in summary.json)")
+    args = ap.parse_args(argv)
+    summary = build(args.tag, args.machine)
+    text = markdown(summary)
+    print(text)
+    if not args.no_write:
+        (ROOT / "view_generators" / args.tag / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_section(text, args.tag)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
