@@ -23,9 +23,10 @@ def tiny(cifar_images, out_dir, *overrides: str) -> list[str]:
             "run.export=false", "run.device=cpu", *overrides]
 
 
-@pytest.mark.timeout(600)
-def test_two_process_ddp_matches_single_process(cifar_images, tmp_path):
-    common = ["method=metaug", "metaug.meta_every=2", "metaug.delta=0.1", "run.max_steps=6", "run.log_every=3"]
+def run_two_ranks(cifar_images, tmp_path, common: list[str]):
+    """torchrun with two CPU ranks into ``tmp_path/ddp``: (empty recipe file, checkpoint).
+    Checks that the ranks ended in sync (the final record holds both ranks' state digests,
+    written by rank 0 only) and that the checkpoint is a two-rank one."""
     recipe = tmp_path / "recipe.json"
     recipe.write_text("{}")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -33,13 +34,20 @@ def test_two_process_ddp_matches_single_process(cifar_images, tmp_path):
            "-m", "metaug_cli.train", "--config", str(recipe), *tiny(cifar_images, tmp_path / "ddp", *common)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-3000:]
-    # only rank 0 wrote files; the final record holds both ranks' state digests
     recs = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     digests = [r for r in recs if "rank_state_sha256" in r]
     assert len(digests) == 1 and len(digests[0]["rank_state_sha256"]) == 2
     assert len(set(digests[0]["rank_state_sha256"])) == 1
     ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
-    assert ddp["world_size"] == 2 and ddp["step"] == 6
+    assert ddp["world_size"] == 2
+    return recipe, ddp
+
+
+@pytest.mark.timeout(600)
+def test_two_process_ddp_matches_single_process(cifar_images, tmp_path):
+    common = ["method=metaug", "metaug.meta_every=2", "metaug.delta=0.1", "run.max_steps=6", "run.log_every=3"]
+    recipe, ddp = run_two_ranks(cifar_images, tmp_path, common)
+    assert ddp["step"] == 6
 
     # one process, the same global batches of 16 split into two micro-batches of 8
     single_cfg = load_config(recipe, tiny(cifar_images, tmp_path / "single", *common, "optim.accum_steps=2"))
@@ -79,17 +87,7 @@ def test_two_process_ddp_with_view_generators_matches_single_process(cifar_image
     vae = save_vae(IDAAVAE(VAEConfig(channels=16, latent_dim=32)), tmp_path / "vae")
     common = ["method=oucl", "run.max_steps=4", "run.log_every=2", "idaa.enabled=true", f"idaa.vae={vae}",
               "idaa.separate_bn=true", "a2.enabled=true", f"a2.vae={vae}", "a2.sigma=0.5"]
-    recipe = tmp_path / "recipe.json"
-    recipe.write_text("{}")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "metaug_cli.train", "--config", str(recipe), *tiny(cifar_images, tmp_path / "ddp", *common)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
-    assert done.returncode == 0, done.stderr[-3000:]
-    recs = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
-    digests = [r for r in recs if "rank_state_sha256" in r]
-    assert len(digests) == 1 and len(set(digests[0]["rank_state_sha256"])) == 1
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    recipe, ddp = run_two_ranks(cifar_images, tmp_path, common)
 
     train(load_config(recipe, tiny(cifar_images, tmp_path / "single", *common, "optim.accum_steps=2")))
     single = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
