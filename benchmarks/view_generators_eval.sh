@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate the rows of a view-generator comparison run (benchmarks/view_generators_gpu.sh) on
+# Evaluate the rows of a view-generator comparison run (benchmarks/view_generators_train.sh) on
 # the CPU with the project's own evaluator, and keep the records the table is built from:
 #
 #   bash benchmarks/view_generators_eval.sh RUN_DIR TAG
@@ -21,6 +21,7 @@ done
 for r in $ROWS; do
     [ -d "$RUN/$r/export" ] || { echo "no export for $r in $RUN"; continue; }
     cp "$RUN/$r/log.jsonl" "$DEST/$r.log.jsonl"
+    cp "$RUN/$r/config.json" "$DEST/$r.config.json"
     if [ ! -f "$DEST/$r.json" ]; then
         python benchmarks/evaluate_encoder.py --model "$RUN/$r/export" --data "$DATA" --out "/tmp/vg-eval/$TAG/$r" \
             --json "$DEST/$r.json" --layers conv --no-cluster --threads "${THREADS:-2}" --quiet

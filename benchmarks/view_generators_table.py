@@ -59,7 +59,10 @@ def row_record(folder: Path, row: str) -> dict[str, Any] | None:
     if calib:
         rec["calibration"] = {k: v for k, v in calib[0].items() if k not in ("time", "event", "step")}
     if config:
-        rec["config"] = config
+        rec["config"] = {"method": config["method"], "seed": config["run"]["seed"], "epochs": config["optim"]["epochs"],
+                         "batch_size": config["optim"]["batch_size"], "schedule": config["optim"]["schedule"],
+                         "idaa": config["idaa"] if config["idaa"]["enabled"] else None,
+                         "a2": config["a2"] if config["a2"]["enabled"] else None}
     return rec
 
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The IDAA / A2 comparison of issue #6 on a lent GPU, as one command of the device tool:
+# The IDAA / A2 comparison of issue #6: on a lent GPU as one command of the device tool (rows side
+# by side), or on the CPU with DEV=cpu SEQUENTIAL=1 THREADS=2 VAE_TIMEOUT=3000 LIMIT_S=99999:
 #
 #   base OUCL  vs  +IDAA  vs  +A2 perturb (VAE generator)  vs  +A2 with alpha = 0 (control)
 #
 # all four from the same recipe (cifar10-oucl: alexnet32 width 0.5, views l/ab/ori, batch 64,
 # lr 0.03) with a cosine schedule over the same number of epochs and the same seed, after a VAE
-# trained here first. The epoch budget is chosen from the measured speed of the slowest row so
-# that all four finish inside the command (they run side by side on the one GPU); every row
+# trained here first. The epoch budget is EPOCHS, or, when unset, chosen from the measured speed
+# of the slowest row so that all four finish inside the command (side by side on the GPU); every row
 # also carries a wall-clock deadline as a safety net, and the table reports the epochs each
 # row reached. Evaluation happens afterwards on the CPU (benchmarks/view_generators_eval.sh).
 #
-# Expects: data/cifar10-jpeg.tar.gz (git-ignored copy of ../shared/data's archive, carried),
+# Expects: data/cifar10-jpeg.tar.gz (a git-ignored copy of ../shared/data's archive, which the
+# device tool carries; ../shared/data's own is used when the copy is absent),
 # $OUT (the device tool's output folder). Total wall time: about LIMIT_S seconds.
 set -u
 export PYTHONUNBUFFERED=1
@@ -42,6 +44,7 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 UTIL_PID=$!
 
 DATA=data/cifar10-jpeg.tar.gz
+[ -f "$DATA" ] || DATA=../shared/data/cifar10-jpeg.tar.gz
 COMMON=(data.path=$DATA data.cache_dir=$W/cache data.num_workers=8 optim.schedule=cosine run.seed=0 run.device=$DEV data.limit=$DATA_LIMIT
         run.num_threads=$THREADS run.log_every=100 run.ckpt_every=1000000 run.quiet=true a2.calibration_model=hub/cifar10-conv)
 
