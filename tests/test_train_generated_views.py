@@ -269,3 +269,12 @@ def test_a2_search_cli_cache_is_accepted_by_the_trainer(cifar_images, tmp_path, 
     assert train(load_config(None, tiny(cifar_images, out, "data.limit=32", "run.max_steps=2",
                                         *a2(vae_dir, "a2.mode=search", f"a2.cache={cache}")))).step == 2
     assert "loss_a2" in step_records(out)[-1]
+
+
+def test_a_vae_of_another_image_size_is_refused_before_training(cifar_images, tmp_path):
+    from metaug_training.vae import IDAAVAE, VAEConfig, save_vae
+
+    vae16 = save_vae(IDAAVAE(VAEConfig(image_size=16, channels=16, latent_dim=32)), tmp_path / "vae16")
+    with pytest.raises(ConfigError, match="16 px images but the encoder's training crops are 32 px"):
+        train(load_config(None, tiny(cifar_images, tmp_path / "run", "run.max_steps=1", "idaa.enabled=true",
+                                     f"idaa.vae={vae16}")))

@@ -40,7 +40,7 @@ from .a2_losses import A2_LOSS_FNS
 from .augment import CropParams, apply_crops
 from .data import step_generator
 from .meta import _MethodCall
-from .vae import IDAAVAE, load_vae, vae_digest
+from .vae import IDAAVAE, load_vae, read_vae_config, vae_digest
 
 Features = dict[str, Tensor]
 #: the method's contrastive loss of embeddings ``{view: [b, d]}`` of this batch's images.
@@ -228,6 +228,8 @@ class A2Views(ViewGenerator):
             raise ConfigError("A2 search mode needs the searched latents (config key 'a2.cache')")
         self.mode, self.sigma, self.loss_name = mode, float(sigma), loss
         self.alpha, self.tau, self.seed = float(alpha), float(tau), int(seed)
+        if loss not in A2_LOSS_FNS:
+            raise ConfigError(f"config key 'a2.loss' must be one of {sorted(A2_LOSS_FNS)}, got {loss!r}")
         self.loss_fn = A2_LOSS_FNS[loss]
         self.__dict__["latents"] = latents
         #: the sigma calibration record (set by ``build_view_generators``), or None.
@@ -345,6 +347,14 @@ def build_view_generators(cfg: Any, encoder: nn.Module, images_u8: Tensor, finge
         fingerprint: the dataset fingerprint (a search cache must have been made on it).
     """
     gens: list[ViewGenerator] = []
+    size = encoder.config.input_size
+    for section in ("idaa", "a2"):
+        sec = getattr(cfg, section)
+        if sec.enabled:
+            vae_size = read_vae_config(sec.vae).image_size
+            if vae_size != size:
+                raise ConfigError(f"config key '{section}.vae': the VAE works on {vae_size} px images but the encoder's "
+                                  f"training crops are {size} px; train a VAE at {size} px (metaug-train-vae --image-size)")
     if cfg.idaa.enabled:
         i = cfg.idaa
         gens.append(IDAAViews(load_vae(i.vae, device), i.eps, i.steps, i.weight,
