@@ -21,6 +21,7 @@ several ranks or micro-batches draws the same numbers as one process.
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import warnings
@@ -91,7 +92,7 @@ def _key(name: str) -> str:
     return name.replace(".", "__")  # ParameterDict / buffer names may not hold dots
 
 
-class ViewGenerator(nn.Module):
+class ViewGenerator(nn.Module, abc.ABC):
     """Base class of the contract above. Subclasses set ``name``, ``needs_encoder`` and
     ``weight`` and implement ``generate`` and ``loss``."""
 
@@ -104,8 +105,11 @@ class ViewGenerator(nn.Module):
         self.__dict__["vae"] = vae
         self.weight = float(weight)
 
+    @abc.abstractmethod
     def generate(self, batch: GeneratorBatch, attack: Callable[[Tensor], Tensor] | None) -> Tensor:
-        raise NotImplementedError
+        """One generated RGB view per row of ``batch.rgb``: float ``[b, 3, S, S]`` in [0, 1],
+        computed without gradients into any parameter. ``attack`` (RGB -> the method's loss
+        under the current encoder) is given iff ``needs_encoder``."""
 
     def embed(self, encoder: nn.Module, x: Tensor, update_bn: bool = True) -> Features:
         """``encoder.embed(x)``: the generated view's embeddings ``{view: [b, d]}``; with
@@ -116,8 +120,11 @@ class ViewGenerator(nn.Module):
         copies = {"m." + n: b.clone() for n, b in encoder.named_buffers()}
         return functional_call(_MethodCall(encoder, "embed"), copies, (x,), strict=False)
 
+    @abc.abstractmethod
     def loss(self, z: Features, z_gen: Features, contrastive: ContrastiveFn) -> Tensor:
-        raise NotImplementedError
+        """The added term (unweighted) from the batch's embeddings ``z`` and the generated
+        view's ``z_gen`` (``{view: [b, d]}`` each); ``contrastive`` scores embeddings with the
+        method's own loss against the memory bank."""
 
     def describe(self) -> dict[str, Any]:
         """A JSON record of the generator (provenance, logs)."""
