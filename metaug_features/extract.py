@@ -47,6 +47,7 @@ from .extract_state import (
     check_output_writable,
     key_sha256,
     model_fingerprint,
+    output_lock,
 )
 from .feature_files import FEATURES_NPY, FEATURES_SAFETENSORS, MANIFEST, METADATA, SKIPPED
 from .feature_stream import iter_feature_rows, write_feature_folder
@@ -292,8 +293,9 @@ def extract_features(
         :class:`ExtractSummary`.
 
     Raises:
-        MetAugError: bad arguments (before any image is decoded), no readable image, or
-            :class:`StrictModeError`.
+        MetAugError: bad arguments (before any image is decoded), no readable image,
+            :class:`StrictModeError`, or :class:`~metaug_features.extract_state.OutputLockedError`
+            when another extraction is writing the same output folder.
     """
     t0 = time.perf_counter()
     workers, shard, dev = _check_args(fmt, batch_size, chunk_size, workers, shard, device)
@@ -315,6 +317,15 @@ def extract_features(
     created = not out.exists()
     check_output_writable(out)
 
+    with output_lock(out):
+        return _extract_locked(model, files, out, created, layer, batch_size, workers, dev, fmt, strict, shard,
+                               chunk_size, overwrite, progress, t0)
+
+
+def _extract_locked(model: Any, files: FileList, out: Path, created: bool, layer: str | None, batch_size: int,
+                    workers: int, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
+                    chunk_size: int, overwrite: bool, progress: bool, t0: float) -> ExtractSummary:
+    """Steps 2-4 of :func:`extract_features`, run while this process holds the output lock."""
     try:
         # 2. The model, the layer, the plan, and the output folder's state.
         enc, ref = _load_model(model, dev)

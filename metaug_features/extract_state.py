@@ -26,7 +26,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -182,6 +182,41 @@ def check_output_writable(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+class OutputLockedError(MetAugError):
+    """Another extraction is writing into the same output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the (existing) output folder while an extraction writes it.
+
+    A second extraction into the same folder, from this or any other process, fails at once
+    with :class:`OutputLockedError` instead of interleaving its writes with the first one's.
+    The lock is ``flock`` on the folder itself: nothing is written for it, and the kernel
+    releases it when the process ends, however it ends (a killed run leaves no stale lock).
+    Where ``fcntl`` does not exist (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLockedError(
+                f"output folder {os.fspath(out_dir)!r} is being written by another extraction right now; "
+                "wait for it to finish (running the same command again then resumes or returns its result), "
+                "or choose another --output"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 __all__ = [
     "PARTIAL_DIR", "PartialStore", "ChunkResult", "key_sha256", "model_fingerprint", "check_output_writable",
+    "OutputLockedError", "output_lock",
 ]
