@@ -72,11 +72,35 @@ def save_pretrained(
     return folder
 
 
+def outside_folder(folder: Path, path: Path) -> Path | None:
+    """Where ``path`` really points when that is outside ``folder`` (a symbolic link out of
+    the model folder), else None.
+
+    A downloaded folder must not make the loader read files elsewhere on the machine. The one
+    layout allowed to link out is the Hugging Face cache's: ``<repo>/snapshots/<rev>/<file>``
+    is a link to ``<repo>/blobs/<sha>``.
+    """
+    real = path.resolve()
+    if real.is_relative_to(folder.resolve()):
+        return None
+    snapshots = folder.resolve().parent
+    if snapshots.name == "snapshots" and real.parent == (snapshots.parent / "blobs").resolve():
+        return None
+    return real
+
+
+def _refuse_outside(folder: Path, path: Path, error: type[Exception]) -> None:
+    real = outside_folder(folder, path)
+    if real is not None:
+        raise error(f"{path} links to {real}, outside the model folder; a model folder's files must lie inside it")
+
+
 def read_config(folder: str | os.PathLike) -> EncoderConfig:
     """Parse and validate ``folder/config.json`` strictly."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise ConfigError(f"{folder}: no {CONFIG_NAME}; a model folder holds config.json, model.safetensors and README.md")
+    _refuse_outside(Path(folder), path, ConfigError)
     if path.stat().st_size > _MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a model config")
     try:
@@ -96,6 +120,7 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / WEIGHTS_INDEX_NAME
     single = folder / WEIGHTS_NAME
     if index.is_file():
+        _refuse_outside(folder, index, WeightsError)
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             names = sorted(set(weight_map.values()))
@@ -107,9 +132,11 @@ def _weight_files(folder: Path) -> list[Path]:
                 raise WeightsError(f"{index}: shard name {name!r} must be a .safetensors file inside the folder")
             if not (folder / name).is_file():
                 raise WeightsError(f"{index}: shard {name!r} is missing")
+            _refuse_outside(folder, folder / name, WeightsError)
             files.append(folder / name)
         return files
     if single.is_file():
+        _refuse_outside(folder, single, WeightsError)
         return [single]
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:

@@ -1,6 +1,7 @@
 """Model folders: bit-exact round trips for every architecture, strict and safe loading."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -172,3 +173,40 @@ def test_card_is_written_and_parses(folder):
 
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "metaug-features"
+
+
+def test_files_linking_out_of_the_folder_are_refused(folder, tmp_path):
+    """A downloaded folder must not make the loader read files elsewhere on the machine."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).rename(elsewhere / name)
+        (folder / name).symlink_to(elsewhere / name)
+    with pytest.raises(ConfigError, match="outside the model folder"):
+        load_encoder(folder)
+    (folder / "config.json").unlink()
+    (elsewhere / "config.json").rename(folder / "config.json")
+    with pytest.raises(WeightsError, match="outside the model folder"):
+        load_encoder(folder)
+    # a link that stays inside the folder is fine
+    (folder / "model.safetensors").unlink()
+    (elsewhere / "model.safetensors").rename(folder / "weights-v1.safetensors")
+    (folder / "model.safetensors").symlink_to("weights-v1.safetensors")
+    load_encoder(folder)
+
+
+def test_hub_cache_layout_and_a_linked_folder_load(folder, tmp_path):
+    """The Hugging Face cache links snapshots/<rev>/<file> to ../../blobs/<sha>: allowed; so is
+    a model folder that is itself a link."""
+    repo = tmp_path / "models--org--name"
+    blobs, snap = repo / "blobs", repo / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for i, p in enumerate(sorted(folder.iterdir())):
+        target = blobs / f"sha{i}"
+        p.rename(target)
+        (snap / p.name).symlink_to(os.path.relpath(target, snap))
+    enc = load_encoder(snap)
+    link = tmp_path / "linked-model"
+    link.symlink_to(snap, target_is_directory=True)
+    assert torch.equal(load_encoder(link).state_dict()["halves.l.conv1.0.weight"], enc.state_dict()["halves.l.conv1.0.weight"])
