@@ -325,7 +325,27 @@ def extract_features(
 def _extract_locked(model: Any, files: FileList, out: Path, created: bool, layer: str | None, batch_size: int,
                     workers: int, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
                     chunk_size: int, overwrite: bool, progress: bool, t0: float) -> ExtractSummary:
-    """Steps 2-4 of :func:`extract_features`, run while this process holds the output lock."""
+    """Steps 2-4 of :func:`extract_features`, run while this process holds the output lock.
+
+    A failed write (full disk, quota, a folder made read-only mid-run) becomes a MetAugError
+    that says what is kept: every write is atomic, so finished chunks and any earlier final
+    files are intact, and the same command continues once the cause is fixed.
+    """
+    try:
+        return _extract_steps(model, files, out, created, layer, batch_size, workers, dev, fmt, strict, shard,
+                              chunk_size, overwrite, progress, t0)
+    except OSError as e:
+        where = e.filename or out
+        raise MetAugError(
+            f"writing the extraction into {str(out)!r} failed: {e.strerror or e} ({where}). Finished chunks and "
+            "earlier output files are intact (every write is atomic); fix the cause (free space, permissions) and "
+            "run the same command again to continue where it stopped"
+        ) from None
+
+
+def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer: str | None, batch_size: int,
+                   workers: int, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
+                   chunk_size: int, overwrite: bool, progress: bool, t0: float) -> ExtractSummary:
     try:
         # 2. The model, the layer, the plan, and the output folder's state.
         enc, ref = _load_model(model, dev)
