@@ -146,13 +146,9 @@ def markdown(r: dict, model: str) -> str:
 
 
 def write_section(text: str) -> None:
-    doc = RESULTS.read_text(encoding="utf-8")
-    if START in doc:
-        head, rest = doc.split(START, 1)
-        doc = head + text + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(doc, encoding="utf-8")
+    from results_section import replace_section  # benchmarks/ is on sys.path when run as a script
+
+    replace_section(text, START, END, RESULTS)
 
 
 def main() -> None:

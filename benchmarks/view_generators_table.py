@@ -166,14 +166,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def write_section(text: str, tag: str, path: Path = ROOT / "RESULTS.md") -> None:
-    start, end = f"<!-- view_generators_{tag}:start -->", f"<!-- view_generators_{tag}:end -->"
-    doc = path.read_text(encoding="utf-8")
-    if start in doc:
-        head, rest = doc.split(start, 1)
-        doc = head + text + rest.split(end, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(doc, encoding="utf-8")
+    from results_section import replace_section  # benchmarks/ is on sys.path when run as a script
+
+    replace_section(text, f"<!-- view_generators_{tag}:start -->", f"<!-- view_generators_{tag}:end -->", path)
 
 
 def main(argv: list[str] | None = None) -> None:
