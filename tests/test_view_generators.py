@@ -166,20 +166,10 @@ def _naive_alignment(E, G):
     return sum(_dot(e[i], g[i]) for e in E for g in G for i in range(b)) / (b * len(E) * len(G))
 
 
-def naive_a2_infonce(E, G, alpha, tau):
-    E = [e.tolist() for e in E]
-    G = [g.tolist() for g in G]
-    b = len(E[0])
-    terms = []
-    for x in range(len(E)):
-        for y in range(len(E)):
-            if x == y:
-                continue
-            terms.append(sum(_naive_ce([_dot(E[x][i], E[y][j]) / tau for j in range(b)], i) for i in range(b)) / b)
-    return sum(terms) / len(terms) - alpha / tau * _naive_alignment(E, G)
-
-
-def naive_a2_simclr(E, G, alpha, tau):
+def _naive_a2(E, G, alpha, tau, same_view_negatives):
+    """The mean over ordered expert-view pairs (x, y) of the cross-entropy of anchor E[x][i]
+    against E[y] (positive at i), plus, for SimCLR's NT-Xent, the other rows of E[x]; minus
+    alpha / tau times the alignment."""
     E = [e.tolist() for e in E]
     G = [g.tolist() for g in G]
     b = len(E[0])
@@ -191,10 +181,19 @@ def naive_a2_simclr(E, G, alpha, tau):
             total = 0.0
             for i in range(b):
                 row = [_dot(E[x][i], E[y][j]) / tau for j in range(b)]
-                row += [_dot(E[x][i], E[x][j]) / tau for j in range(b) if j != i]
+                if same_view_negatives:
+                    row += [_dot(E[x][i], E[x][j]) / tau for j in range(b) if j != i]
                 total += _naive_ce(row, i)
             terms.append(total / b)
     return sum(terms) / len(terms) - alpha / tau * _naive_alignment(E, G)
+
+
+def naive_a2_infonce(E, G, alpha, tau):
+    return _naive_a2(E, G, alpha, tau, same_view_negatives=False)
+
+
+def naive_a2_simclr(E, G, alpha, tau):
+    return _naive_a2(E, G, alpha, tau, same_view_negatives=True)
 
 
 def naive_a2_full(E, G, tau):
