@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -46,6 +47,8 @@ def build_folder(dest: Path, n: int) -> Path:
     made = sum(1 for _ in dest.rglob("*.jpg")) if dest.is_dir() else 0
     if made == n:
         return dest
+    if made > n:  # left by a larger run: start over (hard links, so this is cheap)
+        shutil.rmtree(dest)
     k = 0
     while k < n:
         for p in src:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from metaug_features.decode_pool import DEFAULT_DECODE_TIME_LIMIT_S
 from metaug_features.errors import MetAugError
 from metaug_features.preprocess import DEFAULT_MAX_PIXELS
 from metaug_features.extract import (
@@ -42,7 +43,8 @@ Bad files are skipped, never fatal, and listed in skipped.csv with a reason:
   empty file | truncated or corrupt image | not a readable image (e.g. text
   named .jpg) | decompression bomb (too many pixels; limit {DEFAULT_MAX_PIXELS:,}) |
   permission denied | cannot read file | not a regular file (FIFO, device) |
-  not an image file extension.
+  not an image file extension | decode time limit exceeded (N s; --decode-time-limit) |
+  decoder crashed (SIGSEGV, ...; the worker process is replaced, the run goes on).
 Grayscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and EXIF-rotated
 images are converted to upright 8-bit RGB. Non-UTF-8 file names are kept byte-exact
 (CSV files use UTF-8 with surrogate escapes). Errors (exit 2, no output): a missing
@@ -100,8 +102,11 @@ def _report(summary: ExtractSummary, quiet: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different extraction.")
 @click.option("--shard", default=None, metavar="I/N", help="Compute only shard I of N (0 <= I < N) of the sorted file list.")
 @click.option("--merge", is_flag=True, help="Join shard output folders (given as PATH...) into --output.")
+@click.option("--decode-time-limit", default=DEFAULT_DECODE_TIME_LIMIT_S, show_default=True, type=float, metavar="SECONDS",
+              help="Skip a file whose decoding takes longer (its worker is killed); 0 = no limit. Needs --workers >= 1.")
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, type=int, hidden=True, help="Files per resume chunk (advanced).")
-def main(paths, model_ref, layer, batch_size, workers, device, output, fmt, strict, quiet, overwrite, shard, merge, chunk_size) -> None:
+def main(paths, model_ref, layer, batch_size, workers, device, output, fmt, strict, quiet, overwrite, shard, merge, decode_time_limit,
+         chunk_size) -> None:
     try:
         if merge:
             if model_ref or shard:
@@ -113,6 +118,7 @@ def main(paths, model_ref, layer, batch_size, workers, device, output, fmt, stri
             summary = extract_features(
                 model_ref, paths, output, layer=layer, batch_size=batch_size, workers=workers, device=device,
                 fmt=fmt, strict=strict, shard=shard, chunk_size=chunk_size, overwrite=overwrite, progress=not quiet,
+                decode_time_limit=decode_time_limit or None,
             )
     except StrictModeError as e:
         click.echo(f"Error: {e}", err=True)  # the list of skipped files follows the first line

@@ -3,7 +3,7 @@
 Data flow (one direction)::
 
     PATH... --collect_files--> sorted FileList --chunks of chunk_size files--> batches
-      --DataLoader workers: Preprocessor.load_image (uint8 [3, S, S] or a skip reason)-->
+      --decoding workers (decode_pool): Preprocessor.load_image (uint8 [3, S, S] or a skip reason)-->
       --main process: Preprocessor.to_input -> encoder(x, layer) under inference_mode-->
       float32 [n, D] per chunk --atomic--> OUT/.partial/chunk-k.npz
       --all chunks done--> streamed into OUT/{features.npy|.safetensors, manifest.csv,
@@ -17,8 +17,9 @@ Guarantees:
   missing chunks and ends bit-identical to an uninterrupted run.
 * **Scale-out**: ``shard=(i, n)`` computes a contiguous 1/n of the chunks;
   :func:`merge_shards` concatenates the shard folders into the single-run output, byte for byte.
-* **Bad input never crashes**: every file that cannot be decoded is skipped and listed with
-  its reason; ``strict=True`` turns any skip into :class:`StrictModeError` with no final
+* **Bad input never crashes or hangs**: every file that cannot be decoded is skipped and
+  listed with its reason, including a file whose decoder runs past the per-file time limit or
+  crashes its worker process (see :mod:`metaug_features.decode_pool`); ``strict=True`` turns any skip into :class:`StrictModeError` with no final
   output. Argument errors (missing path, unwritable output, unknown layer, output folder of a
   different run) are :class:`MetAugError` raised before any image is decoded.
 * **Constant memory**: features are held one chunk at a time and streamed to the final file.
@@ -37,8 +38,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from .decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, decode_batches
 from .errors import ImageDecodeError, MetAugError
 from .extract_state import (
     PARTIAL_DIR,
@@ -56,9 +58,6 @@ from .file_list import FileEntry, FileList, chunk_bounds, collect_files, parse_s
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CHUNK_SIZE = 1024
 FORMATS = ("npy", "safetensors")
-#: Seconds a decoding worker may take for one batch before the run stops with an error (a
-#: decoder that hangs must not hang the extraction forever).
-WORKER_TIMEOUT_S = 600
 _OUR_FILES = (FEATURES_NPY, FEATURES_SAFETENSORS, MANIFEST, SKIPPED, METADATA)
 
 
@@ -118,7 +117,7 @@ def format_skip_reason(err: ImageDecodeError, path: str) -> str:
 class FileDataset(Dataset):
     """Item ``i`` of the sorted list -> ``(i, uint8 [3, S, S] or None, skip reason or None)``.
 
-    Runs in DataLoader worker processes. Never raises for a bad file: every failure becomes a
+    Runs in the decoding worker processes. Never raises for a bad file: every failure becomes a
     skip reason, so one broken image cannot kill the run.
     """
 
@@ -267,6 +266,7 @@ def extract_features(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     overwrite: bool = False,
     progress: bool = True,
+    decode_time_limit: float | None = DEFAULT_DECODE_TIME_LIMIT_S,
 ) -> ExtractSummary:
     """Extract frozen features of every image under ``paths`` into the feature folder ``output``.
 
@@ -288,6 +288,11 @@ def extract_features(
         chunk_size: files per resume chunk (and the unit of sharding); part of the result.
         overwrite: replace an output folder that holds a different extraction.
         progress: show a progress bar (only when stderr is a terminal).
+        decode_time_limit: seconds one file may take to decode before it is skipped with the
+            reason "decode time limit exceeded (N s)" (None = no limit). Enforced by killing
+            the worker process, so it needs ``workers >= 1``; ``workers=0`` has no limit.
+            Operational, like ``workers``: not part of the result key, so a resumed run keeps
+            the skips of chunks already finished.
 
     Returns:
         :class:`ExtractSummary`.
@@ -299,6 +304,8 @@ def extract_features(
     """
     t0 = time.perf_counter()
     workers, shard, dev = _check_args(fmt, batch_size, chunk_size, workers, shard, device)
+    if decode_time_limit is not None and not decode_time_limit > 0:
+        raise MetAugError(f"--decode-time-limit must be > 0 seconds, got {decode_time_limit}")
     out = Path(output).absolute()
 
     # 1. Everything that can be wrong with the arguments, before any model or image work.
@@ -318,12 +325,12 @@ def extract_features(
     check_output_writable(out)
 
     with output_lock(out):
-        return _extract_locked(model, files, out, created, layer, batch_size, workers, dev, fmt, strict, shard,
-                               chunk_size, overwrite, progress, t0)
+        return _extract_locked(model, files, out, created, layer, batch_size, Decoding(workers, decode_time_limit), dev, fmt,
+                               strict, shard, chunk_size, overwrite, progress, t0)
 
 
 def _extract_locked(model: Any, files: FileList, out: Path, created: bool, layer: str | None, batch_size: int,
-                    workers: int, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
+                    decoding: Decoding, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
                     chunk_size: int, overwrite: bool, progress: bool, t0: float) -> ExtractSummary:
     """Steps 2-4 of :func:`extract_features`, run while this process holds the output lock.
 
@@ -332,7 +339,7 @@ def _extract_locked(model: Any, files: FileList, out: Path, created: bool, layer
     files are intact, and the same command continues once the cause is fixed.
     """
     try:
-        return _extract_steps(model, files, out, created, layer, batch_size, workers, dev, fmt, strict, shard,
+        return _extract_steps(model, files, out, created, layer, batch_size, decoding, dev, fmt, strict, shard,
                               chunk_size, overwrite, progress, t0)
     except OSError as e:
         where = e.filename or out
@@ -344,7 +351,7 @@ def _extract_locked(model: Any, files: FileList, out: Path, created: bool, layer
 
 
 def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer: str | None, batch_size: int,
-                   workers: int, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
+                   decoding: Decoding, dev: torch.device, fmt: str, strict: bool, shard: tuple[int, int] | None,
                    chunk_size: int, overwrite: bool, progress: bool, t0: float) -> ExtractSummary:
     try:
         # 2. The model, the layer, the plan, and the output folder's state.
@@ -374,7 +381,7 @@ def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer:
     pending_set = set(pending)
     files_done = sum(bounds[k][1] - bounds[k][0] for k in plan.chunks if k not in pending_set)
     if pending:
-        _compute_chunks(enc, files, bounds, pending, layer, batch_size, workers, dev, store, plan.state_sha,
+        _compute_chunks(enc, files, bounds, pending, layer, batch_size, decoding, dev, store, plan.state_sha,
                         _progress(plan.last - plan.first, files_done, progress, "extract"))
 
     # 4. Assemble (features streamed chunk by chunk), then drop the partial state.
@@ -532,12 +539,12 @@ def _load_chunk_or_fail(store: PartialStore, k: int, bound: tuple[int, int], sta
 
 def _compute_chunks(
     enc, files: FileList, bounds: list[tuple[int, int]], pending: list[int], layer: str, batch_size: int,
-    workers: int, dev: torch.device, store: PartialStore, state_sha: str, bar,
+    decoding: Decoding, dev: torch.device, store: PartialStore, state_sha: str, bar,
 ) -> None:
     """Decode and encode the ``pending`` chunks, writing each as soon as it is complete.
 
-    One DataLoader over all pending batches (workers start once); batches are cut inside each
-    chunk, so the loader's order tells where a chunk ends.
+    One decoding pool over all pending batches (workers start once); batches are cut inside
+    each chunk, so the order of the batches tells where a chunk ends.
     """
     batches: list[list[int]] = []
     batch_chunk: list[int] = []
@@ -547,28 +554,24 @@ def _compute_chunks(
             batches.append(list(range(b, min(b + batch_size, e))))
             batch_chunk.append(k)
     dataset = FileDataset(files.entries, enc.preprocess.load_image)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate_decoded,
-        pin_memory=dev.type == "cuda",
-        timeout=WORKER_TIMEOUT_S if workers > 0 else 0,
-    )
+    raw = decode_batches(dataset.__getitem__, batches, decoding)
+    decoded = (collate_decoded(items) for items in raw)
     was_training = enc.training
     enc.eval()
-    # The loader yields batches in plan order; the plan says which batch closes a chunk.
+    # Batches come in plan order; the plan says which batch closes a chunk.
     closes_chunk = [j == len(batches) - 1 or batch_chunk[j + 1] != batch_chunk[j] for j in range(len(batches))]
     dim = enc.feature_dim(layer)
     current: ChunkResult | None = None
     feats: list[np.ndarray] = []
     try:
         with bar, torch.inference_mode():
-            for (row_idx, images, skipped, n), k, closes in zip(loader, batch_chunk, closes_chunk):
+            for (row_idx, images, skipped, n), k, closes in zip(decoded, batch_chunk, closes_chunk):
                 if current is None:
                     current = ChunkResult(index=k, start=bounds[k][0], stop=bounds[k][1],
                                           features=np.empty((0, dim), np.float32))
                 if images is not None:
+                    if dev.type == "cuda":
+                        images = images.pin_memory()
                     x = enc.preprocess.to_input(images.to(dev, non_blocking=True))
                     feats.append(enc(x, layer).float().cpu().numpy())  # [b, D]
                 current.rows.extend(row_idx)
@@ -580,14 +583,8 @@ def _compute_chunks(
                     store.write_chunk(current, state_sha)
                     current, feats = None, []
                     _return_free_memory()
-    except RuntimeError as e:
-        if "DataLoader" in str(e):  # a worker timed out, was killed (e.g. out of memory) or crashed
-            raise MetAugError(
-                f"image decoding failed ({e}); finished chunks are kept, run the same command again to resume "
-                "(use --workers 0 to decode in the main process)"
-            ) from None
-        raise
     finally:
+        raw.close()  # stops the decoding workers, also when encoding failed
         enc.train(was_training)
 
 

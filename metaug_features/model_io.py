@@ -148,50 +148,95 @@ def _weight_files(folder: Path) -> list[Path]:
     raise WeightsError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME})")
 
 
+#: safetensors header dtype names -> torch dtypes (for messages; unknown names are kept as text).
+_HEADER_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                  "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                  "BOOL": torch.bool}
+#: A tensor's (shape, dtype), as a header declares it or as a config implies it.
+TensorSpec = tuple[tuple[int, ...], "torch.dtype | str"]
+
+
+def expected_specs(config: EncoderConfig) -> dict[str, TensorSpec]:
+    """Name -> (shape, stored dtype) of every tensor a folder with ``config`` must hold.
+
+    The encoder is built on the meta device, so this allocates no memory whatever the config
+    says: a hostile config that implies gigabytes is refused before they are allocated."""
+    with torch.device("meta"):
+        reference = MetAugEncoder(config)
+    declared = _DTYPES[config.weights_dtype]
+    return {k: (tuple(v.shape), declared if v.is_floating_point() else v.dtype) for k, v in reference.state_dict().items()}
+
+
+def _header_specs(files: list[Path]) -> dict[str, TensorSpec]:
+    """Name -> (shape, dtype) of the tensors in the safetensors headers; reads no tensor data."""
+    specs: dict[str, TensorSpec] = {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    if key in specs:
+                        raise WeightsError(f"{path}: tensor {key!r} appears in more than one shard")
+                    sl = f.get_slice(key)
+                    specs[key] = (tuple(sl.get_shape()), _HEADER_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
+        except WeightsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - header garbage, truncation, wrong format
+            raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
+    return specs
+
+
+def _check_specs(found: dict[str, TensorSpec], expected: dict[str, TensorSpec], source: str, weights_dtype: str) -> None:
+    """Every expected tensor is found with its shape and dtype, and nothing else is."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing:
+        raise WeightsError(f"{source}: {len(missing)} tensors missing for this config, e.g. {missing[:3]}; the weights do not match config.json")
+    if unexpected:
+        raise WeightsError(f"{source}: {len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}; the weights do not match config.json")
+    for name, (shape, dtype) in expected.items():
+        got_shape, got_dtype = found[name]
+        if got_shape != shape:
+            raise WeightsError(f"{source}: tensor {name!r} has shape {got_shape}, config.json implies {shape}")
+        if got_dtype != dtype:
+            raise WeightsError(f"{source}: tensor {name!r} is {got_dtype}, expected {dtype} (config weights_dtype={weights_dtype!r})")
+
+
 def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():
-                    if key in tensors:
-                        raise WeightsError(f"{path}: tensor {key!r} appears in more than one shard")
                     tensors[key] = f.get_tensor(key)
-        except WeightsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - header garbage, truncation, wrong format
+        except Exception as e:  # noqa: BLE001 - data cut short after a valid header
             raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
     return tensors
 
 
 def load_state_into(encoder: MetAugEncoder, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Check ``tensors`` against the encoder's own state dict (names, shapes, dtypes) and load
-    them, casting stored float16 to the encoder's float32."""
+    """Check ``tensors`` against the encoder's own state dict (names, shapes, dtypes, finite
+    values) and load them, casting stored float16 to the encoder's float32."""
     expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing:
-        raise WeightsError(f"{source}: {len(missing)} tensors missing for this config, e.g. {missing[:3]}; the weights do not match config.json")
-    if unexpected:
-        raise WeightsError(f"{source}: {len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}; the weights do not match config.json")
     declared = _DTYPES[encoder.config.weights_dtype]
-    for name, ref in expected.items():
-        t = tensors[name]
-        if tuple(t.shape) != tuple(ref.shape):
-            raise WeightsError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, config.json implies {tuple(ref.shape)}")
-        want = declared if ref.is_floating_point() else ref.dtype
-        if t.dtype != want:
-            raise WeightsError(f"{source}: tensor {name!r} is {t.dtype}, expected {want} (config weights_dtype={encoder.config.weights_dtype!r})")
+    _check_specs({k: (tuple(t.shape), t.dtype) for k, t in tensors.items()},
+                 {k: (tuple(v.shape), declared if v.is_floating_point() else v.dtype) for k, v in expected.items()},
+                 source, encoder.config.weights_dtype)
+    for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise WeightsError(f"{source}: tensor {name!r} holds NaN or inf")
     encoder.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
 
 
 def load_model_dir(folder: str | os.PathLike) -> MetAugEncoder:
-    """Build the encoder of a local model folder (train mode, CPU)."""
+    """Build the encoder of a local model folder (train mode, CPU).
+
+    Order matters for hostile folders: the config is validated, then the weight headers are
+    checked against the tensors the config implies (computed on the meta device), and only
+    then is the encoder allocated and are the tensors read."""
     folder = Path(folder)
     config = read_config(folder)
     files = _weight_files(folder)
+    _check_specs(_header_specs(files), expected_specs(config), str(folder), config.weights_dtype)
     encoder = MetAugEncoder(config)
     load_state_into(encoder, _read_tensors(files), str(folder))
     return encoder

@@ -72,3 +72,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class HardeningRecord:
+    """Counts of what the hardening tests tried (fuzzed inputs, kills, ...), keyed by a short
+    description. Written as JSON to ``$METAUG_HARDENING_RECORD`` at the end of the session when
+    that is set (``benchmarks/hardening_report.py`` does); otherwise only kept in memory."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+@pytest.fixture(scope="session")
+def hardening_record():
+    record = HardeningRecord()
+    yield record
+    path = os.environ.get("METAUG_HARDENING_RECORD")
+    if path:
+        import json
+
+        Path(path).write_text(json.dumps(record.counts, indent=1, sort_keys=True) + "\n")

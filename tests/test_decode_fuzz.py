@@ -6,6 +6,7 @@ folder of such files never crashes and lists every file without a row in skipped
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -25,7 +26,10 @@ REASONS = {"file not found", "permission denied", "is a directory", "cannot read
 MODES = {"1": "PNG", "L": "PNG", "LA": "PNG", "P": "PNG", "RGB": "JPEG", "RGBA": "PNG", "CMYK": "JPEG",
          "I": "TIFF", "I;16": "PNG", "F": "TIFF", "YCbCr": "JPEG", "PA": "PNG", "La": "TIFF", "RGBa": "TIFF",
          "HSV": "TIFF", "LAB": "TIFF"}
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: Examples per property: a few hundred in the default suite (about a second);
+#: benchmarks/hardening_report.py raises it with METAUG_FUZZ_EXAMPLES for the recorded run.
+FUZZ = settings(max_examples=int(os.environ.get("METAUG_FUZZ_EXAMPLES", "300")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def _load(tmp_path, data: bytes, name: str = "x.jpg"):
@@ -42,7 +46,8 @@ def _load(tmp_path, data: bytes, name: str = "x.jpg"):
 
 @FUZZ
 @given(data=st.binary(max_size=4096))
-def test_random_bytes_decode_or_skip_with_a_reason(tmp_path, data):
+def test_random_bytes_decode_or_skip_with_a_reason(tmp_path, data, hardening_record):
+    hardening_record.add("image fuzzing: random byte strings")
     _load(tmp_path, data)
 
 
@@ -79,7 +84,8 @@ def test_the_fuzzed_modes_cover_what_users_have():
 @FUZZ
 @given(mode=st.sampled_from(WRITABLE), w=st.integers(1, 70), h=st.integers(1, 70), seed=st.integers(0, 2**16),
        cut=st.one_of(st.none(), st.floats(0.0, 1.0)))
-def test_valid_images_of_every_mode_and_size_and_their_truncations(tmp_path, mode, w, h, seed, cut):
+def test_valid_images_of_every_mode_and_size_and_their_truncations(tmp_path, mode, w, h, seed, cut, hardening_record):
+    hardening_record.add("image fuzzing: valid images of every PIL mode and size, whole or truncated")
     data = _image_bytes(mode, w, h, seed)
     if cut is not None:
         data = data[: int(len(data) * cut)]
@@ -89,11 +95,13 @@ def test_valid_images_of_every_mode_and_size_and_their_truncations(tmp_path, mod
 
 
 @pytest.mark.parametrize("w, h", [(1, 1), (1, 10000), (10000, 1), (3, 2)])
-def test_extreme_aspect_ratios_decode(tmp_path, w, h):
+def test_extreme_aspect_ratios_decode(tmp_path, w, h, hardening_record):
+    hardening_record.add("image fuzzing: fixed odd cases (sizes, 20000x20000 header, GIF/TIFF frames, SVG/HEIC)")
     assert _load(tmp_path, _image_bytes("RGB", w, h, 0), "x.png") is not None
 
 
-def test_huge_header_is_refused_before_decoding(tmp_path):
+def test_huge_header_is_refused_before_decoding(tmp_path, hardening_record):
+    hardening_record.add("image fuzzing: fixed odd cases (sizes, 20000x20000 header, GIF/TIFF frames, SVG/HEIC)")
     """A PNG that claims 20000 x 20000 pixels in a few bytes (zeros compress well)."""
     buf = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buf, format="PNG")
@@ -105,7 +113,8 @@ def test_huge_header_is_refused_before_decoding(tmp_path):
     assert e.value.reason == "decompression bomb (too many pixels)"
 
 
-def test_animated_gif_and_multipage_tiff_use_the_first_frame(tmp_path):
+def test_animated_gif_and_multipage_tiff_use_the_first_frame(tmp_path, hardening_record):
+    hardening_record.add("image fuzzing: fixed odd cases (sizes, 20000x20000 header, GIF/TIFF frames, SVG/HEIC)", 2)
     frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     for fmt, name in (("GIF", "a.gif"), ("TIFF", "a.tif")):
         buf = io.BytesIO()
@@ -118,11 +127,12 @@ def test_animated_gif_and_multipage_tiff_use_the_first_frame(tmp_path):
     (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>', "x.svg"),
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64, "x.heic"),
 ])
-def test_formats_the_decoder_cannot_read_are_skipped(tmp_path, data, name):
+def test_formats_the_decoder_cannot_read_are_skipped(tmp_path, data, name, hardening_record):
+    hardening_record.add("image fuzzing: fixed odd cases (sizes, 20000x20000 header, GIF/TIFF frames, SVG/HEIC)")
     assert _load(tmp_path, data, name) is None
 
 
-def test_extraction_of_a_fuzzed_folder_accounts_for_every_file(tmp_path):
+def test_extraction_of_a_fuzzed_folder_accounts_for_every_file(tmp_path, hardening_record):
     """40 seeded random files (random bytes, and valid images of every writable mode, some
     truncated) through metaug-extract's engine: no crash, rows + skips = files, every skip has
     a documented reason."""
@@ -149,3 +159,4 @@ def test_extraction_of_a_fuzzed_folder_accounts_for_every_file(tmp_path):
     assert s.num_rows + s.num_skipped == 40 and s.num_rows > 20
     # a skip reads "<reason>" or "<reason> (<detail>)"
     assert all(reason.split(" (")[0] in REASONS for _, reason in s.skipped), s.skipped
+    hardening_record.add("image fuzzing: files of a fuzzed folder through extraction", 40)

@@ -53,16 +53,39 @@ def kill_and_restart(cmd_for, out_base, check_finished, env: dict[str, str], lo:
     done = subprocess.run(cmd_for(out), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     check_finished(out)
+    assert_no_process_left(out_base)
     return {"killed": killed, "chains": chains + 1}
 
 
+def assert_no_process_left(out_base, grace_s: float = 15.0) -> None:
+    """No process of the killed runs outlives them (decoding or data-loading workers notice
+    that their parent is gone): none whose command line names ``out_base``, within ``grace_s``."""
+    needle = os.fsencode(str(out_base))
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = []
+        for proc in os.listdir("/proc"):
+            try:
+                if proc.isdigit() and needle in open(f"/proc/{proc}/cmdline", "rb").read():
+                    state = open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[0]
+                    if state not in ("Z", "X"):
+                        left.append(int(proc))
+            except OSError:
+                pass
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"processes {left} of killed runs are still alive"
+        time.sleep(0.2)
+
+
 @pytest.mark.timeout(600)
-def test_extraction_survives_20_kills(cifar_images, tmp_path):
+def test_extraction_survives_20_kills(cifar_images, tmp_path, hardening_record):
     model = make_model_folder(tmp_path / "model")
     images = tmp_path / "images"  # 2,000 real JPEGs (the 200 test images, 10 copies): enough work
     for i in range(10):           # that most random kills land mid-run
         shutil.copytree(cifar_images / "test", images / f"copy{i}")
-    args = ["--model", model, "--batch-size", "16", "--chunk-size", "64", "--workers", "0", "--device", "cpu", images]
+    # One decoding worker, as by default: a kill also leaves a worker whose parent is gone.
+    args = ["--model", model, "--batch-size", "16", "--chunk-size", "64", "--workers", "1", "--device", "cpu", images]
     ref = run_cli(*args, "--output", tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -73,11 +96,13 @@ def test_extraction_survives_20_kills(cifar_images, tmp_path):
         assert not (out / ".partial").exists()
 
     # every chain (killed and restarted until it finished) is checked against the reference
-    kill_and_restart(lambda out: cli_cmd(*args, "--output", out), tmp_path / "killed", check, env, 0.3, 3.0, seed=0)
+    trials = kill_and_restart(lambda out: cli_cmd(*args, "--output", out), tmp_path / "killed", check, env, 0.3, 3.0, seed=0)
+    hardening_record.add("kill tests: extraction SIGKILLs, each restarted", trials["killed"])
+    hardening_record.add("kill tests: extraction runs finished equal to the uninterrupted one", trials["chains"])
 
 
 @pytest.mark.timeout(900)
-def test_training_survives_20_kills(cifar_images, tmp_path):
+def test_training_survives_20_kills(cifar_images, tmp_path, hardening_record):
     overrides = ["method=cmc", "optim.epochs=200", "run.max_steps=2000", "run.ckpt_every=10", "run.log_every=10"]
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"method": "cmc"}))
@@ -97,4 +122,6 @@ def test_training_survives_20_kills(cifar_images, tmp_path):
         assert b["step"] == 2000
         assert_same_state(a, b)
 
-    kill_and_restart(cmd, tmp_path / "killed", check, env, 1.0, 5.0, seed=1)
+    trials = kill_and_restart(cmd, tmp_path / "killed", check, env, 1.0, 5.0, seed=1)
+    hardening_record.add("kill tests: training SIGKILLs, each restarted", trials["killed"])
+    hardening_record.add("kill tests: training runs finished equal to the uninterrupted one", trials["chains"])

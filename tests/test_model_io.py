@@ -210,3 +210,61 @@ def test_hub_cache_layout_and_a_linked_folder_load(folder, tmp_path):
     link = tmp_path / "linked-model"
     link.symlink_to(snap, target_is_directory=True)
     assert torch.equal(load_encoder(link).state_dict()["halves.l.conv1.0.weight"], enc.state_dict()["halves.l.conv1.0.weight"])
+
+
+@pytest.mark.parametrize(
+    "front_matter",
+    [
+        "library_name: [unclosed\n",  # malformed YAML
+        "evil: !!python/object/apply:os.system ['touch {marker}']\n",  # YAML that would run code
+        "- a list, not a mapping\n",
+    ],
+    ids=["malformed", "python-tag", "not-a-mapping"],
+)
+def test_hostile_card_is_never_executed_and_push_refuses_it(folder, front_matter):
+    """Loading never reads the card (it is documentation), so a broken one cannot stop a model
+    from loading; the one tool that reads it, metaug-push, refuses it with a clear message. YAML
+    is only ever parsed safely: a python/object tag runs nothing."""
+    from click.testing import CliRunner
+
+    from metaug_cli.push import main as push_main
+
+    marker = folder / "executed"
+    (folder / "README.md").write_text("---\n" + front_matter.format(marker=marker) + "---\n# card\n")
+    x = torch.randn(2, 3, 32, 32)
+    reference = build_encoder(architecture="alexnet32", width=0.125, views=("l", "ab"))
+    reference.load_state_dict(load_file(folder / "model.safetensors"))
+    assert torch.equal(load_encoder(folder)(x, "fc"), reference.eval()(x, "fc"))
+    res = CliRunner().invoke(push_main, [str(folder), "--repo-id", "o/n", "--dry-run"])
+    assert res.exit_code != 0 and "not publishable" in res.output
+    assert "README.md metadata" in res.output
+    assert not marker.exists()
+
+
+def test_a_config_implying_gigabytes_is_refused_before_allocating_them(folder):
+    """config.json of a 2.6 GiB encoder (alexnet224 at width 4, valid on its own) beside a tiny
+    weights file: the headers are checked against the tensors the config implies (built on the
+    meta device) before the encoder is allocated, so the refusal costs no memory. Run in a
+    fresh process, whose peak RSS is the measure."""
+    import subprocess
+    import sys
+    import textwrap
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(architecture="alexnet224", width=4.0, input_size=224, resize_size=256)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    script = textwrap.dedent(f"""
+        import resource
+        from metaug_features import load_encoder
+        from metaug_features.errors import WeightsError
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_encoder({str(folder)!r})
+        except WeightsError as e:
+            print("refused:", e)
+        print("grew_mib", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
+    assert "refused:" in out and "config.json implies (192, 1, 11, 11)" in out, out
+    grew = float(out.split("grew_mib")[1])
+    assert grew < 200, f"loading grew the process by {grew:.0f} MiB before refusing"
