@@ -65,6 +65,15 @@ def cifar_images(cifar_archive: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A small random-init model folder (seeded; see _extract_helpers.SMALL_CONFIG), one per
+    test module. Treat it as read-only."""
+    from _extract_helpers import make_model_folder
+
+    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module of tiny-tensor tests: on a shared 2-core machine,
     torch's thread pool under contention made them ~100x slower (spin-waiting)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _extract_helpers import make_model_folder, run_cli
+from _extract_helpers import run_cli
 from PIL import Image
 
 from metaug_features.decode_pool import Decoding, DecodePool, crash_reason, decode_batches, time_limit_reason
@@ -137,11 +137,6 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------- through extraction
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
-
-
 @pytest.fixture
 def folder(cifar_images, tmp_path):
     root = tmp_path / "data"

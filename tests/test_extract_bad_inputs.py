@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder, run_cli
+from _extract_helpers import run_cli
 from click.testing import CliRunner
 from PIL import Image
 
@@ -26,11 +26,6 @@ from metaug_features.file_list import FileEntry
 
 NON_UTF8_NAME = os.fsdecode(b"caf\xe9.jpg")  # latin-1 "café": not valid UTF-8
 NON_UTF8_DIR = os.fsdecode(b"cl\xff")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 def _rgb(path) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder, output_files, run_cli
+from _extract_helpers import output_files, run_cli
 from click.testing import CliRunner
 
 from metaug_cli.extract import main
@@ -15,11 +15,6 @@ from metaug_features import load_encoder
 from metaug_features.errors import MetAugError
 from metaug_features.extract import extract_features
 from metaug_features.feature_files import read_feature_set
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture(scope="module")

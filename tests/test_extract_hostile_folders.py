@@ -9,16 +9,10 @@ import shutil
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder
 
 import metaug_features.extract as extract_module
 from metaug_features.extract import extract_features
 from metaug_features.feature_files import read_feature_set
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture

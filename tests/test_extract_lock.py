@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder, run_cli
+from _extract_helpers import run_cli
 
 from metaug_features.extract import extract_features
 from metaug_features.extract_state import OutputLockedError, output_lock
@@ -25,11 +25,6 @@ with output_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)
 """
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from _extract_helpers import cli_cmd, make_model_folder, output_files, run_cli
+from _extract_helpers import cli_cmd, output_files, run_cli
 
 from metaug_features.errors import MetAugError
 from metaug_features.extract import extract_features
@@ -18,11 +18,6 @@ from metaug_features.extract_state import PartialStore
 
 CHUNK = 16
 BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder, output_files
+from _extract_helpers import output_files
 from click.testing import CliRunner
 
 from metaug_cli.extract import main
@@ -16,11 +16,6 @@ from metaug_features.extract import extract_features, merge_shards
 from metaug_features.feature_files import read_feature_set
 
 KW = dict(chunk_size=16, batch_size=8, workers=0, device="cpu", progress=False)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture(scope="module")

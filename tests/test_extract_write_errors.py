@@ -8,7 +8,6 @@ import errno
 
 import numpy as np
 import pytest
-from _extract_helpers import make_model_folder
 from click.testing import CliRunner
 
 from metaug_cli.extract import main
@@ -16,11 +15,6 @@ from metaug_features.errors import MetAugError
 from metaug_features.extract import extract_features
 from metaug_features.extract_state import PartialStore
 from metaug_features.feature_files import read_feature_set
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model") / "small")
 
 
 def _full_disk_after(monkeypatch, n_ok: int) -> list[int]:
