@@ -303,9 +303,7 @@ def extract_features(
             when another extraction is writing the same output folder.
     """
     t0 = time.perf_counter()
-    workers, shard, dev = _check_args(fmt, batch_size, chunk_size, workers, shard, device)
-    if decode_time_limit is not None and not decode_time_limit > 0:
-        raise MetAugError(f"--decode-time-limit must be > 0 seconds, got {decode_time_limit}")
+    workers, shard, dev = _check_args(fmt, batch_size, chunk_size, workers, shard, device, decode_time_limit)
     out = Path(output).absolute()
 
     # 1. Everything that can be wrong with the arguments, before any model or image work.
@@ -416,8 +414,11 @@ def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer:
     )
 
 
-def _check_args(fmt, batch_size, chunk_size, workers, shard, device) -> tuple[int, tuple[int, int] | None, torch.device]:
+def _check_args(fmt, batch_size, chunk_size, workers, shard, device,
+                decode_time_limit=None) -> tuple[int, tuple[int, int] | None, torch.device]:
     """Validate the scalar arguments; returns (workers, shard, device) normalised."""
+    if decode_time_limit is not None and not decode_time_limit > 0:
+        raise MetAugError(f"--decode-time-limit must be > 0 seconds, got {decode_time_limit}")
     if fmt not in FORMATS:
         raise MetAugError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if batch_size < 1:

@@ -163,8 +163,14 @@ def expected_specs(config: EncoderConfig) -> dict[str, TensorSpec]:
     says: a hostile config that implies gigabytes is refused before they are allocated."""
     with torch.device("meta"):
         reference = MetAugEncoder(config)
-    declared = _DTYPES[config.weights_dtype]
-    return {k: (tuple(v.shape), declared if v.is_floating_point() else v.dtype) for k, v in reference.state_dict().items()}
+    return _stored_specs(reference.state_dict(), config.weights_dtype)
+
+
+def _stored_specs(state: dict[str, torch.Tensor], weights_dtype: str) -> dict[str, TensorSpec]:
+    """(shape, dtype) each tensor of ``state`` has in model.safetensors: floating tensors are
+    stored in ``weights_dtype``, the others (BN step counters) as they are."""
+    declared = _DTYPES[weights_dtype]
+    return {k: (tuple(v.shape), declared if v.is_floating_point() else v.dtype) for k, v in state.items()}
 
 
 def _header_specs(files: list[Path]) -> dict[str, TensorSpec]:
@@ -217,10 +223,8 @@ def load_state_into(encoder: MetAugEncoder, tensors: dict[str, torch.Tensor], so
     """Check ``tensors`` against the encoder's own state dict (names, shapes, dtypes, finite
     values) and load them, casting stored float16 to the encoder's float32."""
     expected = encoder.state_dict()
-    declared = _DTYPES[encoder.config.weights_dtype]
     _check_specs({k: (tuple(t.shape), t.dtype) for k, t in tensors.items()},
-                 {k: (tuple(v.shape), declared if v.is_floating_point() else v.dtype) for k, v in expected.items()},
-                 source, encoder.config.weights_dtype)
+                 _stored_specs(expected, encoder.config.weights_dtype), source, encoder.config.weights_dtype)
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise WeightsError(f"{source}: tensor {name!r} holds NaN or inf")

@@ -4,12 +4,12 @@ release."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from _benchmark_scripts import load_benchmark
 
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
@@ -22,10 +22,7 @@ LEG_BUDGET_BYTES = 30 * 1000 * 1000
 
 
 def _campaign():
-    spec = importlib.util.spec_from_file_location("campaign", REPO / "benchmarks" / "campaign.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("campaign")
 
 
 def _rows() -> list[dict]:

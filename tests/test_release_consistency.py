@@ -8,11 +8,11 @@ committed as benchmarks/release/reproduce.json and checked here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _benchmark_scripts import load_benchmark
 import torch
 from huggingface_hub import ModelCard
 
@@ -34,17 +34,11 @@ pytestmark = pytest.mark.skipif(not all((f / "config.json").is_file() for f in F
 
 
 def _cards_module():
-    spec = importlib.util.spec_from_file_location("make_release_cards", REPO_ROOT / "benchmarks" / "make_release_cards.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("make_release_cards")
 
 
 def _campaign_module():
-    spec = importlib.util.spec_from_file_location("campaign", REPO_ROOT / "benchmarks" / "campaign.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("campaign")
 
 
 def _final_evaluation() -> dict | None:

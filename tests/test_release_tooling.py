@@ -4,12 +4,12 @@ before any network call; benchmarks/reproduce_release.py re-measures the card's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from _benchmark_scripts import load_benchmark
 import torch
 from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard
@@ -297,10 +297,7 @@ def test_push_sequence_with_tag(folder, monkeypatch):
 
 # ---------------------------------------------------------------- reproduce_release.py
 def _load_reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_release", REPO_ROOT / "benchmarks" / "reproduce_release.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("reproduce_release")
 
 
 def test_reproduce_release_checks_card_against_measurement(cifar_images, encoder, tmp_path):
@@ -349,9 +346,7 @@ def test_reproduce_release_reads_archive(cifar_images, tmp_path):
 def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_path, one_torch_thread):
     """The release evaluation script's one-pass conv+fc features equal metaug-extract's per-layer
     output, and its k-NN / probe / k-means numbers equal the library evaluators on them."""
-    spec = importlib.util.spec_from_file_location("evaluate_encoder", REPO_ROOT / "benchmarks" / "evaluate_encoder.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    ev = load_benchmark("evaluate_encoder")
     from metaug_features.evaluation import cluster_evaluate, fast_linear_probe
     from metaug_features.extract import extract_features
     from metaug_features.feature_files import read_feature_set

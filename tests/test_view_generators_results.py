@@ -4,11 +4,11 @@ number in the table was typed in by hand, and the rows share one budget and seed
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _benchmark_scripts import load_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECORDS = REPO_ROOT / "benchmarks" / "view_generators"
@@ -16,10 +16,7 @@ TAGS = sorted(p.name for p in RECORDS.iterdir() if (p / "summary.json").is_file(
 
 
 def _table_module():
-    spec = importlib.util.spec_from_file_location("view_generators_table", REPO_ROOT / "benchmarks" / "view_generators_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("view_generators_table")
 
 
 def test_the_comparison_has_been_recorded():
