@@ -275,7 +275,7 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
         if done and final is not None:
             notes = [f"**Final model of the CPU training campaign**: the {o['epochs']}-epoch schedule finished in leg "
                      f"{row['leg']} of {LEGS}; leg {final['leg']} evaluated it in full. Paper-protocol linear probe "
-                     f"(SPEC section 7: {final['paper_probe_epochs']} epochs of SGD on a linear layer with train-time "
+                     f"(docs/METHODS.md section 7: {final['paper_probe_epochs']} epochs of SGD on a linear layer with train-time "
                      f"augmentation; {final['paper_probe_summary']}): `conv` {final['paper_probe_conv']:.2f}, "
                      f"`fc` {final['paper_probe_fc']:.2f}. The MetAug paper reports {PAPER_ALEXNET224['conv']} / "
                      f"{PAPER_ALEXNET224['fc']} for its "
@@ -311,8 +311,8 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
 def paper_probe_result(path: Path) -> dict[str, Any]:
     """Layer, top-1 and protocol of a ``metaug-eval paper-probe --report`` file.
 
-    Refuses a file that is not a paper-probe report, or one run with other settings than SPEC
-    section 7's (a reduced-budget timing run must never reach a card)."""
+    Refuses a file that is not a paper-probe report, or one run with other settings than
+    docs/METHODS.md section 7's (a reduced-budget timing run must never reach a card)."""
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -329,7 +329,7 @@ def paper_probe_result(path: Path) -> dict[str, Any]:
     config = PaperProbeConfig(**{f.name: tuple(params[f.name]) if isinstance(params[f.name], list) else params[f.name]
                                  for f in fields(PaperProbeConfig) if f.name in params})
     if not config.is_paper_budget:
-        raise SystemExit(f"{path}: not the paper's protocol (SPEC section 7): {ev['protocol']}")
+        raise SystemExit(f"{path}: not the paper's protocol (docs/METHODS.md section 7): {ev['protocol']}")
     return {"layer": params["layer"], "top1": round(float(ev["metrics"]["top1_mean"]), 2),
             "epochs": params["epochs"], "seeds": list(params["seeds"]), "average_last": params["average_last"],
             "minutes": round(params["seconds"] / 60, 1), "created_utc": report.get("created_utc"),
@@ -392,6 +392,14 @@ def paper_probe_metric(final: dict[str, Any], layer: str) -> dict[str, Any]:
                      "summary": final["paper_probe_summary"]}}
 
 
+def _nmi_percent(layer_eval: dict[str, Any]) -> float:
+    """k-means NMI in percent of one layer of an evaluate_encoder.py record (old records hold a
+    fraction under ``nmi``; the unit rule of metaug_features.evaluation.clustering)."""
+    from metaug_features.evaluation.clustering import clustering_in_percent
+
+    return clustering_in_percent(layer_eval["kmeans"])["nmi_percent"]
+
+
 def _compute(minutes: float, cores: int) -> str:
     return f"{minutes / 60:.1f} h on {cores} CPU core{'s' if cores > 1 else ''} ({minutes * cores / 60:.1f} core-h)"
 
@@ -415,7 +423,7 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         rows.append({"model": model, "layer": layer, "paper linear probe": fmt(paper) if paper is not None else "not measured",
                      "fast probe": fmt(e["probe"]["top1"]) if e else "-",
                      "k-NN k=200": fmt(e["knn"]["k200"]["top1"]) if e else "-",
-                     "k-means NMI": fmt(100 * e["kmeans"]["nmi"]) if e else "-",
+                     "k-means NMI (%)": fmt(_nmi_percent(e)) if e else "-",
                      "k-means acc": fmt(e["kmeans"]["accuracy"]) if e else "-",
                      "epochs": epochs, "training compute": compute})
 
@@ -442,7 +450,7 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         f"(step {released['step']:,}, {final['training_minutes']} training minutes on the 2-core CPU); leg "
         f"{final['leg']} ({final['date_utc'][:10]}) evaluated those weights (`hub/cifar10-fc`, whose `conv` features "
         f"equal `hub/cifar10-conv`'s) on the 10,000 test images.", "",
-        f"- Paper-protocol linear probe (SPEC section 7): frozen encoder in eval mode, one linear layer, SGD lr 0.1 "
+        f"- Paper-protocol linear probe (docs/METHODS.md section 7): frozen encoder in eval mode, one linear layer, SGD lr 0.1 "
         f"momentum 0.9, batch 256, {final['paper_probe_epochs']} epochs, lr x0.2 at 30/40/50, RandomResizedCrop "
         f"(0.2-1) + flip on the 50,000 train images every epoch; {final['paper_probe_summary']}. "
         f"`bash benchmarks/campaign_final.sh {final['leg']}` ran `metaug-eval --threads 2 paper-probe --model "
@@ -507,7 +515,7 @@ def readme_section(evaluation: dict[str, Any], row: dict[str, Any], folder_bytes
         "k-NN k=200": f"{evaluation[layer]['knn']['k200']['top1']:.2f}",
         "fast linear probe": f"{evaluation[layer]['probe']['top1']:.2f}",
         **({"paper linear probe": f"{final[f'paper_probe_{layer}']:.2f}"} if final is not None else {}),
-        "k-means NMI": f"{100 * evaluation[layer]['kmeans']['nmi']:.2f}"} for layer in ("conv", "fc")])
+        "k-means NMI (%)": f"{_nmi_percent(evaluation[layer]):.2f}"} for layer in ("conv", "fc")])
     m, o = recipe["model"], recipe["optim"]
     legs = "leg 1" if row["leg"] == 1 else f"legs 1-{row['leg']}"
     views = "/".join("L" if v == "l" else v for v in m["views"])
@@ -526,7 +534,7 @@ def readme_section(evaluation: dict[str, Any], row: dict[str, Any], folder_bytes
         f"{legs} of {LEGS} of the CPU training campaign (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
         f"`benchmarks/CAMPAIGN.md`; {status}). Accuracy in % on the 10,000 test images, measured "
         f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}` ({row['date_utc'][:10]})"
-        + (f"; the paper linear probe (SPEC section 7, {final['paper_probe_epochs']} epochs, "
+        + (f"; the paper linear probe (docs/METHODS.md section 7, {final['paper_probe_epochs']} epochs, "
            f"{final['paper_probe_summary']}) by `bash benchmarks/campaign_final.sh {final['leg']}` "
            f"({final['date_utc'][:10]}). " if final is not None else ". ") +
         f"For reference: the random-init floor of the architecture is {knn(floor, 'conv'):.2f} / "

@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/campaign_final.sh LEG
 #
-# 1. the paper-protocol linear probe (SPEC section 7: 60 epochs of SGD on one linear layer over the
+# 1. the paper-protocol linear probe (docs/METHODS.md section 7: 60 epochs of SGD on one linear layer over the
 #    frozen encoder, train-time augmentation, mean test top-1 of the last 5 epochs) on conv and fc
 #    of the shipped hub/cifar10-fc -> benchmarks/campaign/paper-probe-{conv,fc}.json. About 38
 #    minutes per layer on the 2-core CPU; a report already there is kept (delete it to re-run);

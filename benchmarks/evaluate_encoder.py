@@ -14,7 +14,9 @@ CMC baseline and the random-init floor come from exactly the same code:
    ``metaug-eval`` can re-run any number from them.
 4. ``knn_evaluate`` (k = 200 and 20, T = 0.07), ``fast_linear_probe`` (defaults: C chosen on a
    10% held-out part of train) and ``cluster_evaluate`` (k-means on the test split, 5 seeded
-   restarts; NMI, ARI, Hungarian accuracy).
+   restarts; NMI, ARI, Hungarian accuracy, all in percent: keys ``nmi_percent``,
+   ``ari_percent``, ``accuracy``; records written before that unit rule, e.g.
+   ``benchmarks/campaign/leg*.json``, hold NMI and ARI as fractions under ``nmi`` / ``ari``).
 
 Usage::
 

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from metaug_features.evaluation.clustering import clustering_in_percent
 from metaug_features.hub import MODEL_ALIASES
 from metaug_training.model_card import markdown_table
 
@@ -65,7 +66,8 @@ def layer_metrics(ev: dict[str, Any], layer: str) -> list[dict[str, Any]]:
          "args": {"protocol": "knn", "k": 20, "temperature": 0.07, "layer": layer}},
         {**base, "metric": "accuracy", "name": f"fast linear probe ({layer})", "value": e["probe"]["top1"],
          "args": {"protocol": "fast-probe", "layer": layer, "C": e["probe"]["chosen_c"]}},
-        {**base, "metric": "nmi", "name": f"k-means NMI ({layer})", "value": round(100 * e["kmeans"]["nmi"], 2),
+        {**base, "metric": "nmi", "name": f"k-means NMI in % ({layer})",
+         "value": round(clustering_in_percent(e["kmeans"])["nmi_percent"], 2),
          "args": {"protocol": "kmeans", "layer": layer, "scale": "percent"}},
         {**base, "metric": "accuracy", "name": f"k-means accuracy ({layer})", "value": round(e["kmeans"]["accuracy"], 2),
          "args": {"protocol": "kmeans", "layer": layer}},
@@ -86,7 +88,7 @@ def comparison_rows(evals: dict[str, dict[str, Any]], budgets: dict[str, dict[st
                 "model": name, "layer": layer,
                 "k-NN k=200": round(e["knn"]["k200"]["top1"], 2),
                 "fast probe": round(e["probe"]["top1"], 2),
-                "k-means NMI": round(100 * e["kmeans"]["nmi"], 2),
+                "k-means NMI (%)": round(clustering_in_percent(e["kmeans"])["nmi_percent"], 2),
                 "k-means acc": round(e["kmeans"]["accuracy"], 2),
                 "epochs": b["epochs"] if b else 0,
             })

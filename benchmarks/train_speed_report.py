@@ -145,9 +145,9 @@ def limits(fast: dict[str, Any]) -> str:
         f"the `loss` phase ({ph['loss'] * 1000:.0f} ms) is almost all memory-bank scoring: six view pairs, each a "
         "[128 x 128] x [128 x 50,000] GEMM (1.6 GFLOP) plus its gather, and a fused gather-and-sum each in the "
         "backward. Those GEMMs are waste by the MFU definition and their cost per image does not shrink with "
-        "the batch, so three views at width 0.5 stay under 50% at batch 128 (two views, as SPEC 10's figure, have a "
+        "the batch, so three views at width 0.5 stay under 50% at batch 128 (two views, as docs/METHODS.md section 10's figure, have a "
         "third of the pairs). Batch 256 reaches it (sweep below), width 1.0 is far above it.\n"
-        f"- metaug's meta step ({meta * 1000:.0f} ms at width 0.5) holds, exactly as SPEC 6 asks: two encoder "
+        f"- metaug's meta step ({meta * 1000:.0f} ms at width 0.5) holds, exactly as docs/METHODS.md section 6 asks: two encoder "
         "forward+backward passes (at theta' and at theta*), one forward-mode product through the encoder (the jvp "
         "route replaces the encoder's double backward by it), and three scorings of two anchor sets each "
         "(z and MAG(z), z* and MAG(z*), and the second-order pass through the loss head), each with OUCL's five "
@@ -179,7 +179,7 @@ def recommendation(fast: dict[str, Any], sweeps: list[dict[str, Any]]) -> str:
     batch_note = ", ".join(f"{b}: {ips:.0f} img/s" for b, ips in sorted(candidates.items()))
     return (f"- alexnet32 width **0.5**, views **l, ab, ori**, batch **{res['batch']}** (cmc at width 0.5 by batch: "
             f"{batch_note}: a larger batch buys a little throughput but changes the optimisation -- fewer, larger "
-            f"steps -- away from SPEC 10's validated CMC curve at batch 128; width 1.0 costs {wide_cost:.1f}x the time "
+            f"steps -- away from docs/METHODS.md section 10's validated CMC curve at batch 128; width 1.0 costs {wide_cost:.1f}x the time "
             f"per image), `metaug.meta_every` **{m}** ({t / vs['cmc']['wall_s']:.2f}x a cmc step"
             f"{'' if within else ', the cheapest measured'}), one process using both cores, the fast defaults.\n"
             f"- Measured: metaug **{met_ips * 3600 / n:.1f} epochs/h** ({met_ips:.0f} img/s), cmc **{cmc_ips * 3600 / n:.1f} "
@@ -218,7 +218,7 @@ def chosen_defaults(fast: dict[str, Any], reference: dict[str, Any] | None) -> s
         f"kernel and the next step faults it in again.{faults}",
         f"- `run.meta_grad=jvp`: the double-backward meta step takes {ratio('metaug (meta_every 1), double backward', 'metaug (meta_every 1)')} "
         "the jvp route's whole metaug step (both exact; tests/test_train_meta.py pins them to each other at 1e-9 in float64).",
-        "- `bank.scoring=full` (SPEC 3(a), the default already) now has a fused backward (`embedding_bag` "
+        "- `bank.scoring=full` (docs/METHODS.md section 3(a), the default already) now has a fused backward (`embedding_bag` "
         "instead of a dense [B, N] scatter and a second GEMM) and writes its [B, N] product into a reused buffer.",
         (f"- `run.prefetch=true`: preparing the batch inside the step instead takes {ratio('cmc, no prefetch')} the step "
          f"time; pre-made tensors (no data path at all) take {ratio('cmc, pre-made tensors')}. The data path is a few "

@@ -105,7 +105,7 @@ def markdown(summary: dict[str, Any]) -> str:
              f"## IDAA and A2 (VAE generator) vs base OUCL, small budget ({tag}) (#6)", ""]
     if vae:
         rec = vae.get("record", {})
-        lines.append(f"- VAE (`metaug-train-vae`, SPEC 8 shape, latent {vae['latent_dim']}): {rec.get('epochs')} epochs on "
+        lines.append(f"- VAE (`metaug-train-vae`, docs/METHODS.md section 8 shape, latent {vae['latent_dim']}): {rec.get('epochs')} epochs on "
                      f"{rec.get('num_train'):,} CIFAR-10 training images on `{rec.get('device')}` in {rec.get('seconds')} s; "
                      f"reconstruction PSNR of G(x) = dec(mu(x)) **{rec.get('test_psnr_db')} dB** on the "
                      f"{rec.get('psnr_measured_on')}.")
@@ -149,7 +149,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines.append("")
     if floor and base["knn_top1"] < floor["knn_top1"]:
         lines.append("- At this budget the base row's k-NN is still below the random-init floor: the early-training dip "
-                     "that SPEC section 10's CMC curve shows for about the first 5 epochs. The table tells how the added "
+                     "that docs/METHODS.md section 10's CMC curve shows for about the first 5 epochs. The table tells how the added "
                      "views change the first epochs, not what they do for a trained encoder.")
     ctrl = rows.get("a2-perturb", {}).get("vs_control")
     if ctrl:

@@ -5,45 +5,28 @@ Subcommands (each prints a table on stdout and, with ``--report FILE``, writes a
     metaug-eval knn     --train DIR --test DIR [--k 200,20] [--temperature 0.07]
     metaug-eval probe   --train DIR --test DIR [--c-grid 0.0001,0.001,0.01,0.1,1] [--val-fraction 0.1]
     metaug-eval cluster --features DIR [--n-clusters K] [--restarts 5]
-    metaug-eval plot    --features DIR --out-dir DIR [--method tsne] [--second-view DIR]
-    metaug-eval all     --train DIR --test DIR [--plots DIR]          (knn + probe + cluster)
+    metaug-eval plot    --features DIR --output DIR [--method tsne] [--second-view DIR]
+    metaug-eval all     --train DIR --test DIR [--output DIR]         (knn + probe + cluster [+ plots])
     metaug-eval paper-probe --model REF --train-images DIR --test-images DIR [--epochs 60]
 
 DIR is a feature folder (features + manifest.csv + extract.json); labels come from the
 manifest (the images' parent folder names). Only ``paper-probe`` loads a network: it is the
 paper's protocol, which trains a linear layer on augmented images through the frozen encoder.
 
-Errors the user can fix (bad folders, inconsistent arrays, ...) print one line and exit with
-status 2.
+Exit codes follow the convention of every metaug command (``cli/_common.py``): errors the user
+can fix (bad folders, inconsistent arrays, ...) print one line and exit with status 2.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
 from metaug_features.errors import MetAugError
 
-
-class UserError(click.ClickException):
-    """A MetAugError shown as ``Error: <message>``, exit status 2, no traceback."""
-
-    exit_code = 2
-
-
-def _user_errors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MetAugError as e:
-            raise UserError(str(e)) from None
-
-    return wrapper
+from ._common import device_option, echo_written, group, handle_errors, output_option
 
 
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
@@ -89,8 +72,8 @@ def _finish(entries: list[dict], inputs: dict[str, dict], report: Path | None, q
     if report is not None:
         write_report(report, doc)
     click.echo(format_table(doc))
-    if report is not None and not quiet:
-        click.echo(f"report written to {report}", err=True)
+    if report is not None:
+        echo_written([report], quiet)
 
 
 _train_opt = click.option("--train", "train_dir", type=click.Path(path_type=Path), required=True,
@@ -132,7 +115,7 @@ def _cluster_options(f):
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@group("metaug-eval")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for every step. Default: faiss uses all cores; the logistic regression "
                    "and t-SNE use 1, which is much faster than spinning OpenMP/BLAS workers on a busy "
@@ -184,7 +167,7 @@ def _run_cluster(fs, n_clusters, restarts, niter, cluster_seed):
 @_knn_options
 @_report_opt
 @_quiet_opt
-@_user_errors
+@handle_errors()
 def knn(train_dir, test_dir, ks, temperature, chunk_size, report, quiet):
     """Weighted k-NN (InstDisc/DINO): cosine similarity, votes exp(sim/T)."""
     train, test = _load(train_dir), _load(test_dir)
@@ -198,7 +181,7 @@ def knn(train_dir, test_dir, ks, temperature, chunk_size, report, quiet):
 @_probe_options
 @_report_opt
 @_quiet_opt
-@_user_errors
+@handle_errors()
 def probe(train_dir, test_dir, c_grid, val_fraction, selection_max_train, max_iter, seed, report, quiet):
     """Fast linear probe (features-once logistic regression; not the paper's protocol)."""
     train, test = _load(train_dir), _load(test_dir)
@@ -212,7 +195,7 @@ def probe(train_dir, test_dir, c_grid, val_fraction, selection_max_train, max_it
 @_cluster_options
 @_report_opt
 @_quiet_opt
-@_user_errors
+@handle_errors()
 def cluster(features_dir, n_clusters, restarts, niter, cluster_seed, report, quiet):
     """k-means (faiss) scored by NMI, ARI and Hungarian accuracy."""
     fs = _load(features_dir)
@@ -220,7 +203,10 @@ def cluster(features_dir, n_clusters, restarts, niter, cluster_seed, report, qui
     _finish([entry], _inputs(features=(features_dir, fs)), report, quiet)
 
 
-def _make_plots(fs, out_dir: Path, method: str, max_points: int, seed: int, second=None, max_pairs: int = 200_000):
+def _make_plots(fs, out_dir: Path, method: str, max_points: int, seed: int, second=None, max_pairs: int = 200_000,
+                quiet: bool = False):
+    """Draw embedding.png and similarity_hist.png into ``out_dir``, print their paths (unless
+    ``quiet``) and return the report entry."""
     from metaug_features.evaluation import pair_similarities, plot_embedding, plot_similarity_histogram
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +222,7 @@ def _make_plots(fs, out_dir: Path, method: str, max_points: int, seed: int, seco
         kind = "same-class pairs vs different-class pairs"
     hist = plot_similarity_histogram(pos, neg, out_dir / "similarity_hist.png",
                                      title=f"Cosine similarity: {kind}")
+    echo_written([emb["path"], hist["path"]], quiet)
     return {
         "name": "plots",
         "protocol": f"{emb['method']} embedding of L2-normalised features; histogram of {kind}",
@@ -252,9 +239,9 @@ _max_points_opt = click.option("--max-points", default=5000, show_default=True, 
 
 
 @main.command()
-@click.option("--features", "features_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for embedding.png and similarity_hist.png.")
+@click.option("--features", "features_dir", type=click.Path(path_type=Path), required=True,
+              help="Feature folder to plot (labels from its manifest).")
+@output_option("Folder for embedding.png and similarity_hist.png.", required=True, legacy_options=("--out-dir",))
 @click.option("--second-view", "second_dir", type=click.Path(path_type=Path), default=None,
               help="Feature folder of the same images under another view/augmentation: positives are "
                    "then (image, same image) pairs, as in the paper's Figure 2; otherwise same-class pairs.")
@@ -263,12 +250,13 @@ _max_points_opt = click.option("--max-points", default=5000, show_default=True, 
 @click.option("--seed", default=0, show_default=True, type=int)
 @_report_opt
 @_quiet_opt
-@_user_errors
-def plot(features_dir, out_dir, second_dir, method, max_points, seed, report, quiet):
-    """t-SNE/UMAP scatter by label and the positive-vs-negative similarity histogram (PNG)."""
+@handle_errors()
+def plot(features_dir, output, second_dir, method, max_points, seed, report, quiet):
+    """t-SNE/UMAP scatter by label and the positive-vs-negative similarity histogram (PNG);
+    prints the path of each file it writes."""
     fs = _load(features_dir)
     second = _load(second_dir) if second_dir is not None else None
-    entry = _make_plots(fs, out_dir, method, max_points, seed, second)
+    entry = _make_plots(fs, output, method, max_points, seed, second, quiet=quiet)
     _finish([entry], _inputs(features=(features_dir, fs)), report, quiet)
 
 
@@ -278,15 +266,15 @@ def plot(features_dir, out_dir, second_dir, method, max_points, seed, report, qu
 @_knn_options
 @_probe_options
 @_cluster_options
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also draw the plots of the test split into this folder.")
+@output_option("Also draw the plots of the test split (embedding.png, similarity_hist.png) into this folder.",
+               legacy_options=("--plots",))
 @_plot_method_opt
 @_max_points_opt
 @_report_opt
 @_quiet_opt
-@_user_errors
+@handle_errors()
 def all_(train_dir, test_dir, ks, temperature, chunk_size, c_grid, val_fraction, selection_max_train, max_iter,
-         seed, n_clusters, restarts, niter, cluster_seed, plots_dir, method, max_points, report, quiet):
+         seed, n_clusters, restarts, niter, cluster_seed, output, method, max_points, report, quiet):
     """k-NN, fast probe and clustering of the test split (and plots) in one report."""
     train, test = _load(train_dir), _load(test_dir)
     steps = [
@@ -294,8 +282,8 @@ def all_(train_dir, test_dir, ks, temperature, chunk_size, c_grid, val_fraction,
         ("probe", lambda: _run_probe(train, test, c_grid, val_fraction, selection_max_train, max_iter, seed)),
         ("cluster", lambda: _run_cluster(test, n_clusters, restarts, niter, cluster_seed)),
     ]
-    if plots_dir is not None:
-        steps.append(("plots", lambda: _make_plots(test, plots_dir, method, max_points, seed)))
+    if output is not None:
+        steps.append(("plots", lambda: _make_plots(test, output, method, max_points, seed, quiet=quiet)))
     entries = []
     for name, run in steps:
         if not quiet:
@@ -320,13 +308,13 @@ def all_(train_dir, test_dir, ks, temperature, chunk_size, c_grid, val_fraction,
 @click.option("--average-last", default=1, show_default=True, type=int,
               help="Average test top-1 over the last N epochs.")
 @click.option("--seeds", default="0", show_default=True, callback=_int_list)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@device_option()
 @_report_opt
 @_quiet_opt
-@_user_errors
+@handle_errors()
 def paper_probe(model_ref, train_images, test_images, layer, epochs, lr, momentum, weight_decay, batch_size,
                 milestones, gamma, average_last, seeds, device, report, quiet):
-    """The paper's linear probe (SPEC section 7): SGD on a linear layer over the frozen encoder,
+    """The paper's linear probe (docs/METHODS.md section 7): SGD on a linear layer over the frozen encoder,
     with train-time augmentation. Slow: every epoch runs the encoder on every train image."""
     from metaug_features.evaluation import report_entry
     from metaug_features.evaluation.paper_probe import PaperProbeConfig, paper_linear_probe
@@ -338,7 +326,7 @@ def paper_probe(model_ref, train_images, test_images, layer, epochs, lr, momentu
     for name, folder in (("train", train_images), ("test", test_images)):
         files = [e for e in collect_files([folder]).entries if e.skip_reason is None]
         if not files:
-            raise UserError(f"{folder}: no image files found")
+            raise MetAugError(f"{folder}: no image files found")
         splits[name] = ([e.path for e in files], [e.label for e in files])
     cfg = PaperProbeConfig(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
                            milestones=tuple(milestones), gamma=gamma, average_last=average_last, seeds=tuple(seeds))

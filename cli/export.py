@@ -1,4 +1,4 @@
-"""``metaug-export CHECKPOINT OUT_DIR``: a training checkpoint -> an inference model folder
+"""``metaug-export CHECKPOINT -o DIR``: a training checkpoint -> an inference model folder
 (config.json + model.safetensors + README.md) that ``load_encoder`` and ``metaug-extract`` read.
 
 Only parses options and calls :func:`metaug_training.export.export_checkpoint`.
@@ -6,14 +6,17 @@ Only parses options and calls :func:`metaug_training.export.export_checkpoint`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from metaug_features.errors import MetAugError
+from ._common import command, handle_errors, normalised, output_option
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command("metaug-export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@output_option("Model folder to write (config.json, model.safetensors, README.md).", required=True,
+               legacy_argument="out_dir")
 @click.option("--card-metrics", type=click.Path(dir_okay=False, exists=True), default=None,
               help="JSON with measured 'metrics' (+ optional recipe, budget, hardware, comparison, repo_id): "
                    "render the release model card from model_cards/ instead of the minimal one.")
@@ -23,19 +26,19 @@ from metaug_features.errors import MetAugError
               help="Keep weights up to this layer only (a smaller folder; kept layers give identical features).")
 @click.option("--dtype", "weights_dtype", type=click.Choice(["float32", "float16"]), default=None,
               help="Storage dtype of model.safetensors (default float32; float16 halves the folder).")
-def main(checkpoint: str, out_dir: str, card_metrics: str | None, default_layer: str | None,
+@handle_errors()
+def main(checkpoint: str, output: Path, card_metrics: str | None, default_layer: str | None,
          truncate_after: str | None, weights_dtype: str | None) -> None:
-    """Export the encoder of CHECKPOINT (a metaug-train last.pt) to the folder OUT_DIR."""
+    """Export the encoder of CHECKPOINT (a metaug-train last.pt) to the model folder --output.
+
+    (The folder may also be given as a second argument, CHECKPOINT DIR, as older scripts do.)"""
     from metaug_training.export import export_checkpoint
     from metaug_training.model_card import card_renderer_from_json
 
-    try:
-        card = card_renderer_from_json(card_metrics) if card_metrics else None
-        folder = export_checkpoint(checkpoint, out_dir, card=card, default_layer=default_layer,
-                                   truncate_after=truncate_after, weights_dtype=weights_dtype)
-    except MetAugError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"exported {checkpoint} -> {folder}")
+    card = card_renderer_from_json(card_metrics) if card_metrics else None
+    folder = export_checkpoint(checkpoint, output, card=card, default_layer=default_layer,
+                               truncate_after=truncate_after, weights_dtype=weights_dtype)
+    click.echo(f"exported {normalised(checkpoint)} -> {normalised(folder)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import click
 
@@ -14,11 +14,12 @@ from metaug_features.extract import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     ExtractSummary,
-    StrictModeError,
     default_workers,
     extract_features,
     merge_shards,
 )
+
+from ._common import command, device_option, handle_errors, normalised, output_option
 
 HELP = f"""Extract frozen features of every image under PATH... into a feature folder.
 
@@ -33,6 +34,8 @@ command line is always decoded.
 \b
 Output (--output, default ./features):
   features.npy | features.safetensors   float32 [N, D]
+  features.parquet  (--format parquet) one table: path, label,
+                  feature (fixed-size list of float32 [D]); needs pyarrow
   manifest.csv    row,path,label
   skipped.csv     path,reason  (unreadable, truncated, empty, non-image, too large, ...)
   extract.json    model, config, layer, file-list hash, shard, arguments
@@ -44,9 +47,12 @@ Bad files are skipped, never fatal, and listed in skipped.csv with a reason:
   named .jpg) | decompression bomb (too many pixels; limit {DEFAULT_MAX_PIXELS:,}) |
   permission denied | cannot read file | not a regular file (FIFO, device) |
   not an image file extension | decode time limit exceeded (N s; --decode-time-limit) |
-  decoder crashed (SIGSEGV, ...; the worker process is replaced, the run goes on).
+  decoder crashed (SIGSEGV, ...; the worker process is replaced, the run goes on) |
+  float image out of range (a float TIFF with values outside 0..255, NaN or inf).
 Grayscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and EXIF-rotated
-images are converted to upright 8-bit RGB. Non-UTF-8 file names are kept byte-exact
+images are converted to upright 8-bit RGB; a 32-bit float greyscale TIFF is read as
+0..1 when all its values lie in [0, 1] (scaled by 255), else as 0..255 (float RGB TIFFs:
+PIL cannot read them, "not a readable image"). Non-UTF-8 file names are kept byte-exact
 (CSV files use UTF-8 with surrogate escapes). Errors (exit 2, no output): a missing
 PATH, an empty folder, no readable image, an output folder that is not writable or
 holds another extraction, an unknown --layer, --strict with any skipped file.
@@ -63,40 +69,46 @@ in a Slurm array:  metaug-extract --model M --shard $SLURM_ARRAY_TASK_ID/8 --out
 then join:         metaug-extract --merge --output out/all out/s*
 With --merge, PATH... are the shard output folders and --model is not used; the merged
 folder is byte-identical to a single run's.
-
-\b
-Exit codes: 0 done; 2 error (bad argument, no readable image, --strict with skipped
-files); 130 interrupted (run again to resume).
 """
 
 
 def _report(summary: ExtractSummary, quiet: bool) -> None:
+    """Print what the extraction wrote (normalised paths) and the first skipped files."""
     if quiet:
         return
+    output = normalised(summary.output)
     if summary.already_complete:
-        click.echo(f"{summary.output}: already complete ({summary.num_rows} rows); nothing to do")
+        click.echo(f"{output}: already complete ({summary.num_rows} rows); nothing to do")
         return
     resumed = f", {summary.chunks_resumed} of {summary.chunks_total} chunks resumed" if summary.chunks_resumed else ""
     click.echo(
-        f"wrote {summary.num_rows} x {summary.dim} features to {summary.output} "
+        f"wrote {summary.num_rows} x {summary.dim} features to {output} "
         f"({summary.num_skipped} skipped{resumed}; {summary.seconds:.1f} s)"
     )
     if summary.skipped:
         for path, reason in summary.skipped[:10]:
             click.echo(f"  skipped {path}: {reason}", err=True)
         more = len(summary.skipped) - 10
-        click.echo(f"  {'... and ' + str(more) + ' more; ' if more > 0 else ''}all listed in {summary.output / 'skipped.csv'}", err=True)
+        click.echo(f"  {'... and ' + str(more) + ' more; ' if more > 0 else ''}all listed in {output / 'skipped.csv'}", err=True)
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+def _resume_hint(output: Path, **_: object) -> str:
+    """What an interrupted extraction prints (it resumes)."""
+    return f"interrupted; finished chunks are kept in {output / '.partial'}, run the same command again to resume"
+
+
+@command("metaug-extract", help=HELP)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_ref", metavar="REF", help="Model folder, alias or Hub id[@revision] (not with --merge).")
 @click.option("--layer", default=None, help="Feature layer (default: the model's default layer).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Images per forward pass.")
 @click.option("--workers", default=None, type=int, help=f"Decoding worker processes; 0 decodes in the main process. [default: min(4, cores) = {default_workers()}]")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]), help="auto = cuda when available.")
-@click.option("--output", "-o", default="features", show_default=True, help="Feature folder to write.")
-@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "safetensors"]), help="Features file format.")
+@device_option()
+@output_option("Feature folder to write.", default="features")
+@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "safetensors", "parquet"]),
+              help="Features file: npy or safetensors (float32 [N, D]), or parquet: one table features.parquet "
+                   "(path, label, feature as fixed_size_list<float32>[D]) for pandas/pyarrow; needs "
+                   "pip install 'metaug-features[parquet]'.")
 @click.option("--strict", is_flag=True, help="Fail (exit 2, no output) if any file would be skipped.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different extraction.")
@@ -105,30 +117,23 @@ def _report(summary: ExtractSummary, quiet: bool) -> None:
 @click.option("--decode-time-limit", default=DEFAULT_DECODE_TIME_LIMIT_S, show_default=True, type=float, metavar="SECONDS",
               help="Skip a file whose decoding takes longer (its worker is killed); 0 = no limit. Needs --workers >= 1.")
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, type=int, hidden=True, help="Files per resume chunk (advanced).")
-def main(paths, model_ref, layer, batch_size, workers, device, output, fmt, strict, quiet, overwrite, shard, merge, decode_time_limit,
-         chunk_size) -> None:
-    try:
-        if merge:
-            if model_ref or shard:
-                raise MetAugError("--merge joins finished shard folders; do not pass --model or --shard with it")
-            summary = merge_shards(paths, output, fmt=fmt, overwrite=overwrite)
-        else:
-            if not model_ref:
-                raise MetAugError("--model is required (a model folder, alias or Hub id)")
-            summary = extract_features(
-                model_ref, paths, output, layer=layer, batch_size=batch_size, workers=workers, device=device,
-                fmt=fmt, strict=strict, shard=shard, chunk_size=chunk_size, overwrite=overwrite, progress=not quiet,
-                decode_time_limit=decode_time_limit or None,
-            )
-    except StrictModeError as e:
-        click.echo(f"Error: {e}", err=True)  # the list of skipped files follows the first line
-        sys.exit(2)
-    except MetAugError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; finished chunks are kept in {output}/.partial, run the same command again to resume", err=True)
-        sys.exit(130)
+@handle_errors(on_interrupt=_resume_hint)
+def main(paths: tuple[str, ...], model_ref: str | None, layer: str | None, batch_size: int, workers: int | None,
+         device: str, output: Path, fmt: str, strict: bool, quiet: bool, overwrite: bool, shard: str | None, merge: bool,
+         decode_time_limit: float, chunk_size: int) -> None:
+    """Parse the options, extract (or merge shards) and print the summary."""
+    if merge:
+        if model_ref or shard:
+            raise MetAugError("--merge joins finished shard folders; do not pass --model or --shard with it")
+        summary = merge_shards(paths, output, fmt=fmt, overwrite=overwrite)
+    else:
+        if not model_ref:
+            raise MetAugError("--model is required (a model folder, alias or Hub id)")
+        summary = extract_features(
+            model_ref, paths, output, layer=layer, batch_size=batch_size, workers=workers, device=device,
+            fmt=fmt, strict=strict, shard=shard, chunk_size=chunk_size, overwrite=overwrite, progress=not quiet,
+            decode_time_limit=decode_time_limit or None,
+        )
     _report(summary, quiet)
 
 

@@ -10,14 +10,17 @@ import click
 
 from metaug_features.errors import MetAugError
 
+from ._common import command, handle_errors
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+
+@command("metaug-push")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub model repo (created if missing).")
 @click.option("--revision", default=None, help="Branch to push to (created if missing; default: main).")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--tag", default=None, metavar="TAG", help="Tag the uploaded commit (e.g. v0.1.0, the revision the built-in aliases pin).")
 @click.option("--dry-run", is_flag=True, help="Validate the folder and list what would be uploaded; no network.")
+@handle_errors()
 def main(folder: str, repo_id: str, revision: str | None, private: bool, tag: str | None, dry_run: bool) -> None:
     """Publish the model folder FOLDER (config.json + model.safetensors + README.md)."""
     from metaug_training.publish import alias_for, push_folder, validate_model_folder
@@ -27,15 +30,12 @@ def main(folder: str, repo_id: str, revision: str | None, private: bool, tag: st
         click.echo(report.summary())
         target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (f", tag {tag}" if tag else "")
         if not report.ok:
-            raise click.ClickException(f"dry run: {folder} is not publishable ({len(report.errors)} error(s) above)")
+            raise MetAugError(f"dry run: {folder} is not publishable ({len(report.errors)} error(s) above)")
         click.echo(f"dry run OK: would push {len(report.files)} file(s) to {target}")
         for line in alias_for(repo_id):
             click.echo(f"alias: {line}")
         return
-    try:
-        result = push_folder(folder, repo_id, revision=revision, private=private, tag=tag)
-    except MetAugError as e:
-        raise click.ClickException(str(e)) from None
+    result = push_folder(folder, repo_id, revision=revision, private=private, tag=tag)
     click.echo(f"pushed {len(result.files)} file(s) to {result.repo_id}: {result.commit_url}")
     if result.tag:
         click.echo(f"tagged {result.tag}")

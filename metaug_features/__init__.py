@@ -19,7 +19,7 @@ from .hub import MODEL_ALIASES
 from .model import MetAugEncoder, build_encoder
 from .model_io import load_encoder, load_model_dir, save_pretrained
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EncoderConfig",

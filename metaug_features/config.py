@@ -23,7 +23,7 @@ MODEL_TYPE = "metaug-encoder"
 VIEW_ORDER: tuple[str, ...] = ("l", "ab", "ori")
 VIEW_CHANNELS: dict[str, int] = {"l": 1, "ab": 2, "ori": 3}
 
-#: Lab normalisation (SPEC section 1): (L, a, b) -> [-1, 1]-ish, as the CMC code does.
+#: Lab normalisation (docs/METHODS.md section 1): (L, a, b) -> [-1, 1]-ish, as the CMC code does.
 LAB_MEAN: tuple[float, float, float] = (50.0, 6.025, -6.6895)
 LAB_STD: tuple[float, float, float] = (50.0, 92.208, 101.1675)
 #: RGB normalisation for ``ori_space="rgb"`` (the usual ImageNet statistics).

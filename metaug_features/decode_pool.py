@@ -84,6 +84,7 @@ def _worker_main(conn, slot, decode_item: DecodeItem, parent_pid: int) -> None:
     """Loop of one decoding process: receive ``(batch id, indices, known skips)``, decode each
     file (publishing ``slot = [index, start time]`` while it runs), send the batch back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's "SIGTERM = Ctrl-C" handler, if forked under it
     torch.set_num_threads(1)  # decoding is one file at a time; no thread pool per worker
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     while True:

@@ -6,7 +6,7 @@ Data flow (one direction)::
       --decoding workers (decode_pool): Preprocessor.load_image (uint8 [3, S, S] or a skip reason)-->
       --main process: Preprocessor.to_input -> encoder(x, layer) under inference_mode-->
       float32 [n, D] per chunk --atomic--> OUT/.partial/chunk-k.npz
-      --all chunks done--> streamed into OUT/{features.npy|.safetensors, manifest.csv,
+      --all chunks done--> streamed into OUT/{features.npy|.safetensors|.parquet, manifest.csv,
                            skipped.csv, extract.json}; OUT/.partial removed
 
 Guarantees:
@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, decode_batches
+from .device import resolve_device
 from .errors import ImageDecodeError, MetAugError
 from .extract_state import (
     PARTIAL_DIR,
@@ -51,14 +52,25 @@ from .extract_state import (
     model_fingerprint,
     output_lock,
 )
-from .feature_files import FEATURES_NPY, FEATURES_SAFETENSORS, MANIFEST, METADATA, SKIPPED
+from .feature_files import FEATURE_FILES, MANIFEST, METADATA, SKIPPED
 from .feature_stream import iter_feature_rows, write_feature_folder
 from .file_list import FileEntry, FileList, chunk_bounds, collect_files, parse_shard, shard_chunks
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CHUNK_SIZE = 1024
-FORMATS = ("npy", "safetensors")
-_OUR_FILES = (FEATURES_NPY, FEATURES_SAFETENSORS, MANIFEST, SKIPPED, METADATA)
+FORMATS = tuple(FEATURE_FILES)  # npy, safetensors, parquet
+_OUR_FILES = (*FEATURE_FILES.values(), MANIFEST, SKIPPED, METADATA)
+
+#: Version of the numbers an extraction computes from a given model, file list and arguments.
+#: Bumped whenever the library changes them (decoding, preprocessing, forward pass). It is part
+#: of the result key, so a resume never mixes chunks of two versions (older chunks are
+#: discarded and recomputed), a finished folder of another version is not taken as this run's
+#: result, and shards of two versions do not merge. Runs that predate the key count as 1.
+#:
+#: 1: metaug-features 0.1.0.
+#: 2: JPEGs much larger than the input decode through PIL's draft mode (DCT scaling), which
+#:    moves their features slightly (``benchmarks/RESULTS.md``, "Large JPEGs through draft mode").
+EXTRACTION_VERSION = 2
 
 
 class StrictModeError(MetAugError):
@@ -155,23 +167,6 @@ def collate_decoded(items: list[tuple[int, torch.Tensor | None, str | None]]):
 
 
 # ---------------------------------------------------------------------- helpers
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"cpu" | "cuda" | "cuda:N" | "auto" (cuda when available) -> torch.device."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise MetAugError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MetAugError("--device cuda asked for, but no CUDA GPU is available; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise MetAugError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
-    return dev
-
-
 def default_workers() -> int:
     """Decoding worker processes by default: min(4, CPU cores)."""
     return min(4, os.cpu_count() or 1)
@@ -281,7 +276,8 @@ def extract_features(
         batch_size: images per forward; part of the result (float sums can depend on it).
         workers: decoding worker processes (0 = decode in this process); default min(4, cores).
         device: "cpu", "cuda", "cuda:N" or "auto".
-        fmt: "npy" or "safetensors" for the features file.
+        fmt: the features file: "npy", "safetensors" (float32 [N, D]) or "parquet" (one table of
+            path, label, feature; needs pyarrow, see :mod:`metaug_features.parquet_features`).
         strict: raise :class:`StrictModeError` (and write no final output) if any file is skipped.
         shard: ``(i, n)`` or ``"i/n"`` (0 <= i < n): compute only shard i of n (contiguous
             chunks); join the shard folders with :func:`merge_shards`.
@@ -419,8 +415,7 @@ def _check_args(fmt, batch_size, chunk_size, workers, shard, device,
     """Validate the scalar arguments; returns (workers, shard, device) normalised."""
     if decode_time_limit is not None and not decode_time_limit > 0:
         raise MetAugError(f"--decode-time-limit must be > 0 seconds, got {decode_time_limit}")
-    if fmt not in FORMATS:
-        raise MetAugError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     if batch_size < 1:
         raise MetAugError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size < 1:
@@ -433,6 +428,17 @@ def _check_args(fmt, batch_size, chunk_size, workers, shard, device,
     elif shard is not None:
         shard = parse_shard(f"{shard[0]}/{shard[1]}")
     return workers, shard, resolve_device(device)
+
+
+def _check_format(fmt: str) -> None:
+    """A known --format whose writer can run here (parquet needs pyarrow): checked before any
+    image is decoded, not after hours of extraction."""
+    if fmt not in FORMATS:
+        raise MetAugError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        from .parquet_features import import_pyarrow
+
+        import_pyarrow()
 
 
 @dataclass
@@ -463,6 +469,7 @@ def _plan(enc, ref, layer, files: FileList, batch_size, chunk_size, dev, shard) 
     first = bounds[chunks.start][0] if chunks.start < len(bounds) else len(files)
     last = bounds[chunks.stop - 1][1] if len(chunks) else first
     result_key = {
+        "extraction_version": EXTRACTION_VERSION,
         "model_sha256": model_fingerprint(enc, enc.config.to_dict()),
         "layer": layer,
         "batch_size": batch_size,
@@ -488,31 +495,47 @@ def _plan(enc, ref, layer, files: FileList, batch_size, chunk_size, dev, shard) 
 
 def _claim_output(out: Path, store: PartialStore, plan: _Plan, fmt: str, overwrite: bool) -> dict[str, Any] | None:
     """Decide what the output folder holds: this finished run (returns its metadata), this
-    unfinished run (resume), nothing (start), or something else (error unless ``overwrite``)."""
+    unfinished run (resume), nothing (start), or something else (error unless ``overwrite``).
+
+    Unfinished chunks of another :data:`EXTRACTION_VERSION` (same arguments otherwise) are
+    discarded and recomputed without asking: no command of this version could finish them
+    consistently, and they are only a cache. A *finished* folder of another version is kept
+    unless ``overwrite``: it is a complete result, just not this version's.
+    """
     done_meta = _read_meta(out)
     if done_meta is not None:
         differ = [k for k in plan.result_key if done_meta.get(k) != plan.result_key[k]]
         if done_meta.get("shard") != plan.shard_meta:
             differ.append("shard")
-        if done_meta.get("features_file") != (FEATURES_NPY if fmt == "npy" else FEATURES_SAFETENSORS):
+        if done_meta.get("features_file") != FEATURE_FILES[fmt]:
             differ.append("format")
         if not differ:
             store.remove()  # a run killed after the final write but before clean-up
             return done_meta
         if not overwrite:
+            version = ""
+            if "extraction_version" in differ:
+                version = (
+                    f"; it was computed by another version of metaug-features (extraction_version "
+                    f"{done_meta.get('extraction_version', 1)}; this one computes {EXTRACTION_VERSION}, "
+                    "whose features can differ)"
+                )
             raise MetAugError(
                 f"output folder {str(out)!r} already holds an extraction with different arguments "
-                f"({', '.join(differ)} differ); pass --overwrite to replace it, or choose a new --output"
+                f"({', '.join(differ)} differ{version}); pass --overwrite to replace it, or choose a new --output"
             )
         _remove_our_files(out)
     if store.exists() and store.read_key_sha() != plan.state_sha:
-        if not overwrite:
+        if _other_version_only(store.read_key(), plan.state_key):
+            store.remove()  # chunks of another library version: recomputed, never mixed
+        elif not overwrite:
             raise MetAugError(
                 f"output folder {str(out)!r} holds an unfinished extraction with different arguments "
                 "(model, layer, batch size, chunk size, device, files or shard); run that command again to finish it, "
                 "pass --overwrite to discard it, or choose a new --output"
             )
-        store.remove()
+        else:
+            store.remove()
     if not store.exists():
         foreign = _foreign_entries(out)
         if foreign and not overwrite:
@@ -522,6 +545,15 @@ def _claim_output(out: Path, store: PartialStore, plan: _Plan, fmt: str, overwri
             )
         store.write_state(plan.state_key)
     return None
+
+
+def _other_version_only(old_key: dict[str, Any] | None, key: dict[str, Any]) -> bool:
+    """``old_key`` (a stored resume key) names the same run as ``key`` but another
+    :data:`EXTRACTION_VERSION` (a key without one predates it: version 1)."""
+    if old_key is None or old_key.get("extraction_version", 1) == key["extraction_version"]:
+        return False
+    rest = lambda k: {n: v for n, v in k.items() if n != "extraction_version"}  # noqa: E731
+    return key_sha256(rest(old_key)) == key_sha256(rest(key))
 
 
 def _chunk_features(store: PartialStore, plan: "_Plan") -> Iterator[np.ndarray]:
@@ -594,15 +626,16 @@ def merge_shards(
     shard_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, fmt: str = "npy", overwrite: bool = False
 ) -> ExtractSummary:
     """Join the feature folders of all shards ``0/n .. n-1/n`` of one extraction into
-    ``output``; the result is byte-identical to the unsharded run's folder.
+    ``output``; the result is byte-identical to the unsharded run's folder (for parquet: when
+    written with the same pyarrow version, which the file records). The shards may be of any
+    format; ``fmt`` is the merged folder's.
 
     Checks that every shard is present exactly once and that all come from the same model,
-    layer, batch size, chunk size, device type and file list; features are streamed, so
+    layer, batch size, chunk size, device type, file list and extraction version; features are streamed, so
     memory does not grow with the number of rows.
     """
     t0 = time.perf_counter()
-    if fmt not in FORMATS:
-        raise MetAugError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     if not shard_dirs:
         raise MetAugError("--merge needs the shard output folders as PATH arguments")
     metas = []
@@ -621,7 +654,10 @@ def merge_shards(
     if any(m.get("result_key_sha256") != metas[0][2].get("result_key_sha256") for _, _, m in metas) or any(
         m["shard"]["count"] != count for _, _, m in metas
     ):
-        raise MetAugError("the shard folders come from different extractions (model, layer, batch size, chunk size, files or shard count differ)")
+        raise MetAugError(
+            "the shard folders come from different extractions (model, layer, batch size, chunk size, files, shard count "
+            "or the metaug-features extraction_version differ)"
+        )
     indices = [i for i, _, _ in metas]
     if indices != list(range(count)):
         missing = sorted(set(range(count)) - set(indices))
@@ -679,5 +715,5 @@ def _read_manifest(folder: Path) -> list[tuple[str, str]]:
 
 __all__ = [
     "extract_features", "merge_shards", "ExtractSummary", "StrictModeError", "FileDataset",
-    "collate_decoded", "resolve_device", "default_workers", "format_skip_reason",
+    "collate_decoded", "resolve_device", "default_workers", "format_skip_reason", "EXTRACTION_VERSION", "FORMATS",
 ]

@@ -12,9 +12,10 @@ Layout::
     OUT/.partial/chunk-000012.npz    features float32 [n, D] + info (JSON bytes: chunk index,
                                      file-index range, row file indices, skipped, key_sha256)
 
-The *key* is every argument that affects the numbers (model fingerprint, layer, batch size,
-chunk size, device type, file-list hash, shard, root folder). A restart whose key differs
-refuses to mix chunks (see :class:`PartialStore.open`).
+The *key* is every argument that affects the numbers (extraction version of the library, model
+fingerprint, layer, batch size, chunk size, device type, file-list hash, shard, root folder). A
+restart whose key differs refuses to mix chunks (see ``_claim_output`` in
+:mod:`metaug_features.extract`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ class PartialStore:
                 return json.load(f)["key_sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def read_key(self) -> dict[str, Any] | None:
+        """The key recorded in state.json, or None if there is no (readable) state."""
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                key = json.load(f)["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return key if isinstance(key, dict) else None
 
     def write_state(self, key: dict[str, Any]) -> str:
         h = key_sha256(key)

@@ -4,6 +4,8 @@ evaluators), in one place so writer and reader cannot drift apart.
 A feature folder holds::
 
     features.npy | features.safetensors   float32 [N, D]; safetensors key "features"
+    | features.parquet                    or one table: path, label, feature (fixed_size_list<float32>[D]);
+                                          see :mod:`metaug_features.parquet_features` (needs pyarrow)
     manifest.csv                          row,path,label  (one line per feature row)
     skipped.csv                           path,reason     (files that produced no row)
     extract.json                          metadata: model, layer, dim, counts, shard, hashes
@@ -12,6 +14,8 @@ A feature folder holds::
 ``label`` is the name of the file's parent folder ("" for a file directly in the root).
 CSV files are UTF-8; a file name that is not valid UTF-8 is kept byte-exact through Python's
 ``surrogateescape`` (read them back with ``errors="surrogateescape"``, as this module does).
+The parquet table cannot hold such bytes (its strings are UTF-8) and writes them as ``\\xNN``;
+manifest.csv stays the byte-exact record, and the reader here takes paths from it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from .errors import FeatureFileError
 FORMAT_VERSION = 1
 FEATURES_NPY = "features.npy"
 FEATURES_SAFETENSORS = "features.safetensors"
+FEATURES_PARQUET = "features.parquet"
+#: --format -> the features file it writes (a folder holds exactly one of them).
+FEATURE_FILES = {"npy": FEATURES_NPY, "safetensors": FEATURES_SAFETENSORS, "parquet": FEATURES_PARQUET}
 MANIFEST = "manifest.csv"
 SKIPPED = "skipped.csv"
 METADATA = "extract.json"
@@ -95,25 +102,26 @@ def sha256_file(path: str | os.PathLike) -> str:
 def write_feature_set(out_dir: str | os.PathLike, fs: FeatureSet, fmt: str = "npy") -> Path:
     """Write ``fs`` into ``out_dir`` (created if needed); every file is written atomically,
     the metadata last, so a folder with extract.json is complete. Returns the features path."""
+    if fmt not in FEATURE_FILES:
+        raise FeatureFileError(f"unknown feature format {fmt!r}; use one of {', '.join(FEATURE_FILES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     feats = np.ascontiguousarray(fs.features, dtype=np.float32)
+    feat_path = out / FEATURE_FILES[fmt]
     if fmt == "npy":
-        feat_path = out / FEATURES_NPY
         with atomic_write(feat_path, "wb") as f:
             np.save(f, feats, allow_pickle=False)
-        stale = out / FEATURES_SAFETENSORS
     elif fmt == "safetensors":
         from safetensors.numpy import save
 
-        feat_path = out / FEATURES_SAFETENSORS
         with atomic_write(feat_path, "wb") as f:
             f.write(save({"features": feats}))
-        stale = out / FEATURES_NPY
     else:
-        raise FeatureFileError(f"unknown feature format {fmt!r}; use 'npy' or 'safetensors'")
-    if stale.exists():
-        stale.unlink()
+        from .parquet_features import write_parquet_features
+
+        with atomic_write(feat_path, "wb") as f:
+            write_parquet_features(f, [feats], fs.paths, fs.labels, int(feats.shape[1]))
+    remove_stale_features(out, fmt)
     atomic_write_text(
         out / MANIFEST,
         _csv_text(["row", "path", "label"], [(i, p, l) for i, (p, l) in enumerate(zip(fs.paths, fs.labels))]),
@@ -134,13 +142,23 @@ def write_feature_set(out_dir: str | os.PathLike, fs: FeatureSet, fmt: str = "np
     return feat_path
 
 
+def remove_stale_features(out: Path, fmt: str) -> None:
+    """Remove the features files of the other formats (left by an earlier run into ``out``),
+    so that the folder holds exactly one."""
+    for other, name in FEATURE_FILES.items():
+        if other != fmt and (out / name).exists():
+            (out / name).unlink()
+
+
 def features_path(folder: str | os.PathLike) -> Path:
-    """The features file inside a feature folder (npy or safetensors)."""
+    """The features file inside a feature folder (npy, safetensors or parquet)."""
     folder = Path(folder)
-    for name in (FEATURES_NPY, FEATURES_SAFETENSORS):
+    for name in FEATURE_FILES.values():
         if (folder / name).is_file():
             return folder / name
-    raise FeatureFileError(f"{folder}: no {FEATURES_NPY} or {FEATURES_SAFETENSORS}; is this a metaug-extract output folder?")
+    raise FeatureFileError(
+        f"{folder}: no {', '.join(FEATURE_FILES.values())}; is this a metaug-extract output folder?"
+    )
 
 
 def read_feature_set(path: str | os.PathLike) -> FeatureSet:
@@ -159,6 +177,10 @@ def read_feature_set(path: str | os.PathLike) -> FeatureSet:
     feat_path = features_path(folder)
     if feat_path.suffix == ".npy":
         feats = np.load(feat_path, allow_pickle=False)
+    elif feat_path.name == FEATURES_PARQUET:
+        from .parquet_features import read_parquet_features
+
+        feats = read_parquet_features(feat_path)
     else:
         from safetensors.numpy import load_file
 

@@ -24,12 +24,13 @@ import numpy as np
 from .atomic import atomic_write, atomic_write_text
 from .errors import FeatureFileError
 from .feature_files import (
-    FEATURES_NPY,
-    FEATURES_SAFETENSORS,
+    FEATURE_FILES,
+    FEATURES_PARQUET,
     FORMAT_VERSION,
     MANIFEST,
     METADATA,
     SKIPPED,
+    remove_stale_features,
     sha256_file,
 )
 
@@ -80,7 +81,8 @@ def write_feature_folder(
         paths, labels: N relative paths and labels (manifest rows, in row order).
         skipped: ``(path, reason)`` of the files that produced no row.
         meta: extract.json content; the format keys are added as ``write_feature_set`` does.
-        fmt: ``"npy"`` or ``"safetensors"``.
+        fmt: ``"npy"``, ``"safetensors"`` or ``"parquet"`` (rows cut into fixed row groups, so
+            the bytes do not depend on the blocks' sizes either).
 
     Returns:
         The metadata written to extract.json.
@@ -89,26 +91,27 @@ def write_feature_folder(
     out.mkdir(parents=True, exist_ok=True)
     if len(paths) != num_rows or len(labels) != num_rows:
         raise FeatureFileError(f"{num_rows} feature rows but {len(paths)} paths and {len(labels)} labels")
-    if fmt == "npy":
-        feat_path, header, stale = out / FEATURES_NPY, _npy_header(num_rows, dim), out / FEATURES_SAFETENSORS
-    elif fmt == "safetensors":
-        feat_path, header, stale = out / FEATURES_SAFETENSORS, _safetensors_header(num_rows, dim), out / FEATURES_NPY
-    else:
-        raise FeatureFileError(f"unknown feature format {fmt!r}; use 'npy' or 'safetensors'")
+    if fmt not in FEATURE_FILES:
+        raise FeatureFileError(f"unknown feature format {fmt!r}; use one of {', '.join(FEATURE_FILES)}")
+    feat_path = out / FEATURE_FILES[fmt]
 
     written = 0
     with atomic_write(feat_path, "wb") as f:
-        f.write(header)
-        for block in feature_blocks():
-            block = np.ascontiguousarray(block, dtype="<f4")
-            if block.ndim != 2 or (block.shape[0] and block.shape[1] != dim):
-                raise FeatureFileError(f"feature block of shape {block.shape} does not match dim {dim}")
-            f.write(block.tobytes())
-            written += block.shape[0]
+        if fmt == "parquet":
+            from .parquet_features import write_parquet_features
+
+            written = write_parquet_features(f, feature_blocks(), paths, labels, dim)
+        else:
+            f.write(_npy_header(num_rows, dim) if fmt == "npy" else _safetensors_header(num_rows, dim))
+            for block in feature_blocks():
+                block = np.ascontiguousarray(block, dtype="<f4")
+                if block.ndim != 2 or (block.shape[0] and block.shape[1] != dim):
+                    raise FeatureFileError(f"feature block of shape {block.shape} does not match dim {dim}")
+                f.write(block.tobytes())
+                written += block.shape[0]
         if written != num_rows:  # raising inside atomic_write leaves no file behind
             raise FeatureFileError(f"expected {num_rows} feature rows, got {written}")
-    if stale.exists():
-        stale.unlink()
+    remove_stale_features(out, fmt)
 
     with atomic_write(out / MANIFEST, "w", **_CSV_ENCODING) as f:
         w = csv.writer(f, lineterminator="\n")
@@ -142,6 +145,11 @@ def iter_feature_rows(folder: str | os.PathLike, rows_per_block: int = 4096) -> 
     from .feature_files import features_path
 
     path = features_path(folder)
+    if path.name == FEATURES_PARQUET:
+        from .parquet_features import iter_parquet_features
+
+        yield from iter_parquet_features(path, rows_per_block)
+        return
     with open(path, "rb") as f:
         if path.suffix == ".npy":
             version = np.lib.format.read_magic(f)

@@ -1,10 +1,17 @@
-"""Where a model reference points: a local folder, a built-in alias, or a Hugging Face Hub repo.
+"""Where a model reference points: a local folder, a shipped model, or a Hugging Face Hub repo.
 
 Resolution order (first match wins):
-1. an existing local folder;
-2. a built-in alias from :data:`MODEL_ALIASES` (name -> Hub repo id + pinned revision);
-3. a Hub repo id ``org/name`` with an optional ``@revision``, fetched by ``huggingface_hub``
+1. an existing local folder (relative to the working directory, or absolute);
+2. a shipped model: a built-in alias (``cifar10-conv``) or its repository path
+   (``hub/cifar10-conv``) resolves to the copy of the released folder that is installed with
+   the package (:func:`bundled_model_dir`), so it works offline from any directory;
+3. a built-in alias from :data:`MODEL_ALIASES` whose folder is not shipped: its Hub repo id at
+   the pinned revision;
+4. a Hub repo id ``org/name`` with an optional ``@revision``, fetched by ``huggingface_hub``
    into its cache (``cache_dir`` / ``HF_HOME`` as usual; ``HF_HUB_OFFLINE=1`` reads the cache only).
+
+Step 2 comes before step 4 because ``hub/cifar10-conv`` is also a valid repo id (org ``hub``):
+the README's command must mean the shipped model wherever it is run.
 """
 
 from __future__ import annotations
@@ -19,13 +26,22 @@ from .errors import ModelNotFoundError
 #: (e.g. to use a mirror or your own uploads of the same folders).
 HUB_ORGANIZATION = os.environ.get("METAUG_HUB_ORG", "metaug-features")
 
-#: Built-in names -> (Hub repo id, pinned revision). The revision is the release tag that
-#: ``metaug-push`` creates, so an alias always means the same weights. The same folders ship
-#: in this repository under hub/ and can be used directly by path.
+#: The release the shipped folders are (bumped whenever hub/ is re-released; it need not follow
+#: the package version). ``metaug-push --tag`` with this tag publishes a folder under the
+#: revision its alias pins.
+RELEASE_TAG = "v0.2.0"
+
+#: Built-in names -> (Hub repo id, pinned revision). Each name is also the name of a released
+#: folder under hub/ that ships inside the package (see :func:`bundled_model_dir`); the alias
+#: resolves to that installed copy, offline. The repo id and revision say where the same folder
+#: is (or will be) published with ``metaug-push``; the README says whether it is.
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
-    "cifar10-conv": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-conv", "v0.1.0"),
-    "cifar10-fc": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-fc", "v0.1.0"),
+    "cifar10-conv": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-conv", RELEASE_TAG),
+    "cifar10-fc": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-fc", RELEASE_TAG),
 }
+
+#: The repository folder that holds the released model folders; ``hub/<alias>`` names a shipped one.
+SHIPPED_FOLDER_PREFIX = "hub/"
 
 #: Files a model folder may consist of; nothing else is downloaded.
 MODEL_FILE_PATTERNS = ["config.json", "model.safetensors", "model*.safetensors", "model.safetensors.index.json", "README.md"]
@@ -42,6 +58,36 @@ def parse_hub_ref(ref: str) -> tuple[str, str | None] | None:
     return repo, (rev or None)
 
 
+def bundled_models_root() -> Path | None:
+    """The folder holding the shipped model folders, or None when the package has none.
+
+    - Installed from a wheel or sdist: ``metaug_features/_bundled_models/`` inside the package
+      (pyproject maps the repository's ``hub/`` there as package data).
+    - A source checkout (editable install, or the repository on ``sys.path``): the repository's
+      own ``hub/`` folder beside the package, so what the campaign re-releases is used at once.
+    """
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "_bundled_models", package_dir.parent / "hub"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def bundled_model_dir(ref: str | os.PathLike) -> Path | None:
+    """The installed copy of a shipped model for ``ref`` (``"cifar10-conv"`` or
+    ``"hub/cifar10-conv"``), or None when ``ref`` names no shipped model."""
+    name = str(ref).replace(os.sep, "/")
+    if name.startswith("./"):
+        name = name[2:]
+    if name.startswith(SHIPPED_FOLDER_PREFIX):
+        name = name[len(SHIPPED_FOLDER_PREFIX):].rstrip("/")
+    root = bundled_models_root()
+    if name not in MODEL_ALIASES or root is None:
+        return None
+    folder = root / name
+    return folder if (folder / "config.json").is_file() else None
+
+
 def resolve_model_dir(ref: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
     """Turn a model reference into a local folder (downloading from the Hub if needed).
 
@@ -52,6 +98,9 @@ def resolve_model_dir(ref: str | os.PathLike, cache_dir: str | os.PathLike | Non
     path = Path(ref)
     if path.is_dir():
         return path
+    shipped = bundled_model_dir(ref)
+    if shipped is not None:
+        return shipped
     ref = str(ref)
     if ref in MODEL_ALIASES:
         repo_id, revision = MODEL_ALIASES[ref]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Sequence
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -18,7 +18,8 @@ from torch import nn
 from .config import VIEW_CHANNELS, EncoderConfig
 from .encoders.alexnet import AlexNetHalf
 from .encoders.resnet import ResNet50Half
-from .preprocess import ImageSource, Preprocessor
+from .image_inputs import ImageSource, as_image_list
+from .preprocess import Preprocessor
 
 
 def _build_half(config: EncoderConfig, view: str) -> nn.Module:
@@ -65,13 +66,27 @@ class MetAugEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forwards
     def split_views(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Network input [B, C, S, S] -> {view: [B, C_view, S, S]}."""
+        """Network input [B, C, S, S] -> {view: [B, C_view, S, S]}, cast to the weights' dtype
+        and device.
+
+        Raises:
+            ValueError: ``x`` is not [B, C, S, S] with the config's channels and input size.
+                Another size would run through the convolutions and silently give features of
+                another dimension than :meth:`feature_dim` (e.g. 139,968 instead of 1,728 for
+                a 224 input to the 32-px network), so it is refused.
+        """
         cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.input_channels:
+        expected = (cfg.input_channels, cfg.input_size, cfg.input_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
-                f"expected network input [B, {cfg.input_channels}, {cfg.input_size}, {cfg.input_size}] "
-                f"(use encoder.preprocess to make it), got shape {tuple(x.shape)}"
+                f"expected network input [B, {cfg.input_channels}, {cfg.input_size}, {cfg.input_size}], got shape "
+                f"{tuple(x.shape)}; images of any size go through encoder.extract(images) or "
+                "encoder.preprocess(images), which resize them to the model's input"
             )
+        if not x.is_floating_point():
+            raise TypeError(f"network input must be float (the output of encoder.preprocess), got {x.dtype}")
+        weight = next(self.parameters())
+        x = x.to(device=weight.device, dtype=weight.dtype)
         out = {}
         for v in cfg.views:
             if v == "l":
@@ -101,22 +116,38 @@ class MetAugEncoder(nn.Module):
 
     # ------------------------------------------------------------------ convenience
     @torch.inference_mode()
-    def extract(self, images: Sequence[ImageSource], layer: str | None = None, batch_size: int = 64) -> torch.Tensor:
-        """Features of a list of images (paths, PIL images or uint8 [3, S, S] tensors).
+    def extract(
+        self, images: ImageSource | Iterable[ImageSource], layer: str | None = None, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Features of one image or many.
 
-        Runs in eval mode (BN running statistics) on the encoder's device and restores the
-        previous mode afterwards. Returns float32 [N, feature_dim(layer)] on the CPU. A file
-        that cannot be decoded raises :class:`~metaug_features.errors.ImageDecodeError`
+        Args:
+            images: one image or a list of them, each a path, a PIL image, a numpy array
+                (uint8 [H, W, C]) or a tensor (uint8 [C, H, W]); float arrays and tensors are
+                RGB in [0, 1]; a 4-D array or tensor is a batch. Any size: each is resized and
+                centre-cropped as a file is (:mod:`metaug_features.image_inputs`).
+            layer: feature layer (default: the config's ``default_layer``).
+            batch_size: images per forward pass.
+        Returns:
+            float32 [N, feature_dim(layer)] on the CPU (N = 1 for a single image), whatever the
+            weights' dtype and device: inputs are moved and cast to those of the weights.
+
+        Runs in eval mode (BN running statistics) and restores the previous mode afterwards. A
+        file that cannot be decoded raises :class:`~metaug_features.errors.ImageDecodeError`
         (``metaug-extract`` skips and reports such files instead).
         """
         layer = self._check_layer(layer)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = as_image_list(images)
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         try:
             out = []
-            for start in range(0, len(images), batch_size):
-                pixels = self.preprocess.load_batch(images[start : start + batch_size]).to(device)
+            for start in range(0, len(items), batch_size):
+                pixels = self.preprocess.load_batch(items[start : start + batch_size]).to(device)
+                # Lab conversion in float32 (accurate), then cast to the weights' dtype in forward.
                 out.append(self(self.preprocess.to_input(pixels), layer).float().cpu())
             if not out:
                 return torch.empty(0, self.feature_dim(layer))

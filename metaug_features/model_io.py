@@ -19,6 +19,7 @@ from safetensors.torch import save as safetensors_save
 from .atomic import atomic_write_bytes, atomic_write_text
 from .card import minimal_card
 from .config import EncoderConfig
+from .device import resolve_device
 from .errors import ConfigError, WeightsError
 from .hub import resolve_model_dir
 from .model import MetAugEncoder
@@ -256,14 +257,14 @@ def load_encoder(
     Args:
         ref: a local model folder, a built-in alias (see ``metaug_features.hub.MODEL_ALIASES``),
             or a Hub repo id ``org/name`` with an optional ``@revision``.
-        device: where to put the weights ("cpu", "cuda", "cuda:1", "auto" = CUDA if available).
+        device: where to put the weights: ``auto`` (CUDA if available) | ``cpu`` | ``cuda`` | ``cuda:N``
+            or a ``torch.device`` (:func:`metaug_features.device.resolve_device`).
         cache_dir: Hugging Face cache to use for Hub models (default: the usual HF cache).
     Returns:
         A :class:`MetAugEncoder` in eval mode whose ``preprocess`` turns images into its input;
         ``encoder.extract(paths)`` gives features of the config's default layer.
     """
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     folder = resolve_model_dir(ref, cache_dir=cache_dir)
     encoder = load_model_dir(folder)
     return encoder.to(device).eval()

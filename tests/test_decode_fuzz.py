@@ -21,7 +21,7 @@ from metaug_features.preprocess import Preprocessor
 PRE = Preprocessor(EncoderConfig(architecture="alexnet32", views=("l", "ab")))
 REASONS = {"file not found", "permission denied", "is a directory", "cannot read file", "empty file",
            "not a readable image", "decompression bomb (too many pixels)", "image has no pixels",
-           "truncated or corrupt image"}
+           "truncated or corrupt image", "float image out of range"}
 #: every PIL mode a user's folder may hold, with the formats that can store it
 MODES = {"1": "PNG", "L": "PNG", "LA": "PNG", "P": "PNG", "RGB": "JPEG", "RGBA": "PNG", "CMYK": "JPEG",
          "I": "TIFF", "I;16": "PNG", "F": "TIFF", "YCbCr": "JPEG", "PA": "PNG", "La": "TIFF", "RGBa": "TIFF",

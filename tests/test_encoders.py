@@ -16,7 +16,7 @@ def test_alexnet224_paper_dimensions():
     assert enc(x, "conv").shape == (2, 13_824)  # 3 x 128 x 6 x 6
     assert enc(x, "fc").shape == (2, 6_144)  # 3 x 2048
     assert enc.feature_dim("conv_pool") == 384 and enc.feature_dim("fc6") == 6_144
-    # SPEC: 14.8M parameters per half
+    # docs/METHODS.md section 2: 14.8M parameters per half
     assert 14.8e6 < _params(enc.halves["ori"]) < 14.9e6
 
 

@@ -95,16 +95,23 @@ def test_probe_and_cluster_cli(folders, tmp_path):
     lib = cluster_evaluate(xte, yte, restarts=2)
     assert entry["metrics"] == pytest.approx(lib.metrics)
     assert entry["params"]["n_clusters"] == 10
+    # one unit: NMI, ARI and accuracy all in percent, the unit in NMI's and ARI's names (report v2)
+    assert json.loads((tmp_path / "c.json").read_text())["version"] == 2
+    assert set(entry["metrics"]) == {"nmi_percent", "ari_percent", "accuracy"}
+    nmi = entry["metrics"]["nmi_percent"]
+    assert 1.0 < nmi <= 100.0  # a fraction would be <= 1 (a random encoder's 10-class NMI is a few %)
+    row = next(line for line in res.stdout.splitlines() if "nmi_percent" in line)
+    assert row.split()[-1] == f"{nmi:.2f}"
 
 
 def test_plot_and_all_cli(folders, tmp_path):
-    res = _invoke(["plot", "--features", folders["test_conv"], "--out-dir", tmp_path / "plots", "--max-points", "150",
+    res = _invoke(["plot", "--features", folders["test_conv"], "-o", tmp_path / "plots", "--max-points", "150",
                    "--second-view", folders["test_conv"]])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "plots" / "embedding.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "similarity_hist.png").stat().st_size > 1000
     res = _invoke(["all", "--train", folders["train_conv"], "--test", folders["test_conv"], "--c-grid", "0.1",
-                   "--restarts", "1", "--report", tmp_path / "all.json", "--plots", tmp_path / "p2", "--max-points", "100"])
+                   "--restarts", "1", "--report", tmp_path / "all.json", "--output", tmp_path / "p2", "--max-points", "100"])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "all.json").read_text())
     assert [e["name"] for e in doc["evaluations"]] == ["knn", "fast_probe", "kmeans", "plots"]

@@ -31,12 +31,13 @@ def test_hungarian_accuracy_hand_computed():
 
 def test_nmi_ari_hand_computed():
     m = cluster_metrics([0, 0, 1, 1], [5, 5, 9, 9])
-    assert m == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0), "accuracy": 100.0}
+    # Every score in percent (the package's unit rule), the unit in NMI's and ARI's keys.
+    assert m == {"nmi_percent": pytest.approx(100.0), "ari_percent": pytest.approx(100.0), "accuracy": 100.0}
     # Independent split: I(Y;K) = 0 -> NMI 0. ARI: sum_ij C(n_ij,2) = 0, sum_i C(a_i,2) = 2,
     # sum_j C(b_j,2) = 2, C(4,2) = 6: expected 2*2/6, max (2+2)/2 -> (0 - 2/3) / (2 - 2/3) = -0.5.
     m = cluster_metrics([0, 0, 1, 1], [0, 1, 0, 1])
-    assert m["nmi"] == pytest.approx(0.0, abs=1e-12)
-    assert m["ari"] == pytest.approx(-0.5)
+    assert m["nmi_percent"] == pytest.approx(0.0, abs=1e-10)
+    assert m["ari_percent"] == pytest.approx(-50.0)
     assert m["accuracy"] == 50.0
     # Y = (0,0,0,1,1,1), K = (0,0,1,1,2,2): H(Y) = ln 2, H(K) = ln 3,
     # I = 2/6 ln(2/6 / (1/2 * 1/3)) + 2 * 1/6 ln(1/6 / (1/2 * 1/3)) + 2/6 ln(2) = (2/3) ln 2,
@@ -44,9 +45,22 @@ def test_nmi_ari_hand_computed():
     # ARI: sum C(n_ij,2) = 1 + 1 = 2; sum C(a_i,2) = 3 + 3 = 6; sum C(b_j,2) = 3; C(6,2) = 15;
     # expected 6*3/15 = 1.2, max (6+3)/2 = 4.5 -> (2 - 1.2) / (4.5 - 1.2).
     m = cluster_metrics([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2])
-    assert m["nmi"] == pytest.approx((2 / 3) * math.log(2) / ((math.log(2) + math.log(3)) / 2))
-    assert m["ari"] == pytest.approx(0.8 / 3.3)
+    assert m["nmi_percent"] == pytest.approx(100 * (2 / 3) * math.log(2) / ((math.log(2) + math.log(3)) / 2))
+    assert m["ari_percent"] == pytest.approx(100 * 0.8 / 3.3)
     assert m["accuracy"] == pytest.approx(100 * 4 / 6)
+
+
+def test_clustering_in_percent_reads_old_and_new_records():
+    """Records written before the unit rule hold NMI / ARI as fractions under ``nmi`` / ``ari``;
+    new ones hold percent under ``nmi_percent`` / ``ari_percent``: both read as percent."""
+    from metaug_features.evaluation import clustering_in_percent
+
+    old = {"nmi": 0.2424795648912238, "ari": 0.15595540995641918, "accuracy": 33.93, "params": {}}
+    assert clustering_in_percent(old) == {"nmi_percent": pytest.approx(24.24795648912238),
+                                          "ari_percent": pytest.approx(15.595540995641918), "accuracy": 33.93}
+    new = cluster_metrics([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2])
+    assert clustering_in_percent(new) == new
+    assert clustering_in_percent({"nmi_percent": 24.25, "nmi": 0.9}) == {"nmi_percent": 24.25}  # the explicit key wins
 
 
 def _blobs(n_per=40, k=4, d=8, spread=0.05, seed=0):
@@ -62,8 +76,8 @@ def test_kmeans_recovers_separated_clusters():
     x, y = _blobs()
     res = cluster_evaluate(x, y, restarts=3, seed=1)
     assert res.metrics["accuracy"] == 100.0
-    assert res.metrics["nmi"] == pytest.approx(1.0)
-    assert res.metrics["ari"] == pytest.approx(1.0)
+    assert res.metrics["nmi_percent"] == pytest.approx(100.0)
+    assert res.metrics["ari_percent"] == pytest.approx(100.0)
     assert res.params["n_clusters"] == 4 and len(res.objectives) == 3
     assert res.params["best_objective"] == min(res.objectives)
 

@@ -155,7 +155,7 @@ def test_probe_bad_inputs(real_features):
         fast_linear_probe(xtr, ytr, xte, yte, val_fraction=1.5)
 
 
-# ---------------------------------------------------------------- paper protocol (SPEC section 7)
+# ---------------------------------------------------------------- paper protocol (docs/METHODS.md section 7)
 
 
 def test_crop_boxes_respect_scale_and_ratio():

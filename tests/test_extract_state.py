@@ -169,9 +169,11 @@ def test_check_output_writable(tmp_path):
 
 
 # ---------------------------------------------------------------------- streamed writer
-@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "parquet"])
 @pytest.mark.parametrize("n", [0, 1, 37])
 def test_streamed_folder_is_byte_identical_to_write_feature_set(tmp_path, fmt, n):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
     rng = np.random.default_rng(n)
     feats = rng.standard_normal((n, 7)).astype(np.float32)
     paths = [f"c{i % 3}/{i}.jpg" for i in range(n)]

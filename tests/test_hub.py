@@ -4,12 +4,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from metaug_features import MODEL_ALIASES, ModelNotFoundError, build_encoder, save_pretrained
-from metaug_features.hub import parse_hub_ref, resolve_model_dir
+from metaug_features.hub import RELEASE_TAG, bundled_model_dir, parse_hub_ref, resolve_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_parse_hub_ref():
@@ -23,7 +26,33 @@ def test_parse_hub_ref():
 def test_alias_table_is_pinned():
     assert {"cifar10-conv", "cifar10-fc"} <= set(MODEL_ALIASES)
     for repo_id, revision in MODEL_ALIASES.values():
-        assert parse_hub_ref(repo_id) == (repo_id, None) and revision
+        assert parse_hub_ref(repo_id) == (repo_id, None) and revision == RELEASE_TAG
+
+
+@pytest.mark.parametrize("ref", ["cifar10-conv", "hub/cifar10-conv", "./hub/cifar10-conv", "hub/cifar10-conv/"])
+def test_shipped_model_resolves_offline_from_any_folder(ref, tmp_path, monkeypatch):
+    # A folder without hub/ and an unreachable Hub: the shipped copy is used, nothing is downloaded.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = resolve_model_dir(ref)
+    # In a checkout the shipped copy is the repository's hub/ (tests/test_wheel_install.py
+    # covers the installed package's copy).
+    assert folder.resolve() == (REPO / "hub" / "cifar10-conv").resolve()
+
+
+def test_every_alias_is_shipped():
+    for name in MODEL_ALIASES:
+        folder = bundled_model_dir(name)
+        assert folder is not None and (folder / "model.safetensors").is_file(), name
+    assert bundled_model_dir("hub/not-a-release") is None and bundled_model_dir("org/cifar10-conv") is None
+
+
+def test_a_local_folder_named_like_a_shipped_model_wins(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    mine = build_encoder(architecture="alexnet32", width=0.125, views=("l", "ab"))
+    save_pretrained(mine, tmp_path / "hub" / "cifar10-conv")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("hub/cifar10-conv").resolve() == (tmp_path / "hub" / "cifar10-conv").resolve()
 
 
 def test_local_folder_wins(tmp_path, monkeypatch):
@@ -85,3 +114,10 @@ def test_cached_hub_model_loads_offline(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "EQUAL True" in r.stdout
+
+
+def test_readme_states_hub_status_and_the_pinned_revision():
+    readme = (REPO / "README.md").read_text()
+    assert "not published on the Hugging Face Hub yet" in readme
+    for name, (repo_id, revision) in MODEL_ALIASES.items():
+        assert f"metaug-push hub/{name} --repo-id {repo_id} --tag {revision}" in readme

@@ -34,7 +34,9 @@ def test_rgb_32x32_is_unchanged(pre32, cifar_images):
 @pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "YCbCr", "LA", "RGBA", "I", "I;16", "F", "HSV"])
 def test_every_mode_decodes_to_rgb(pre32, mode, tmp_path):
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
-    if mode in ("I", "I;16", "F"):
+    if mode == "F":  # a float image in 0..1 (out-of-range floats: test_float_image_out_of_range_is_skipped)
+        img = Image.fromarray(np.random.default_rng(1).random((40, 50), dtype=np.float32), mode="F")
+    elif mode in ("I", "I;16"):
         img = Image.fromarray((np.random.default_rng(1).integers(0, 65536, (40, 50))).astype(np.uint16))
         if mode != "I;16":
             img = img.convert(mode)
@@ -49,6 +51,82 @@ def test_sixteen_bit_png_is_scaled_not_clipped(pre32, tmp_path):
     path = _save(Image.fromarray(arr), tmp_path / "g16.png")
     out = pre32.load_image(path)
     assert int(out.float().mean()) in (127, 128)
+
+
+def _float_tiff(values: np.ndarray, path):
+    """A one-sample 32-bit float TIFF (PIL mode "F"), as scientific and HDR tools write them."""
+    img = Image.fromarray(values.astype(np.float32), mode="F")
+    img.save(path, format="TIFF")
+    assert Image.open(path).mode == "F"
+    return path
+
+
+@pytest.mark.parametrize("scale", [1.0 / 255.0, 1.0], ids=["float 0..1", "float 0..255"])
+def test_float_tiff_gives_the_pixels_of_the_uint8_image_it_came_from(pre32, tmp_path, scale):
+    """A float TIFF in 0..1 (the usual float convention) or in 0..255 decodes to the pixels of the
+    8-bit greyscale image it was made from, within 1 level, not to black."""
+    grey = np.random.default_rng(3).integers(0, 256, (32, 32), dtype=np.uint8)
+    grey[0, 0] = 255  # the 0..255 case must exceed 1 somewhere (it does with any real image)
+    path = _float_tiff(grey.astype(np.float64) * scale, tmp_path / "f.tif")
+    out = pre32.load_image(path).numpy().astype(int)
+    ref = pre32.load_image(Image.fromarray(grey)).numpy().astype(int)
+    assert np.abs(out - ref).max() <= 1
+    assert out.mean() > 100  # a random image is mid-grey on average, never black
+
+
+@pytest.mark.parametrize("values, detail", [
+    (np.array([[-0.5, 0.5], [0.2, 0.1]]), "values span [-0.5, 0.5]"),
+    (np.array([[0.0, 300.0], [0.2, 0.1]]), "values span [0, 300]"),
+    (np.array([[np.nan, 0.5], [0.2, 0.1]]), "1 NaN or infinite value(s)"),
+    (np.array([[np.inf, 0.5], [-np.inf, 0.1]]), "2 NaN or infinite value(s)"),
+])
+def test_float_image_out_of_range_is_skipped(pre32, tmp_path, values, detail):
+    """A float image with no known scale (below 0, above 255, NaN, inf) is refused with the
+    documented reason instead of being clipped (a HDR or signed image would come out wrong)."""
+    path = _float_tiff(values, tmp_path / "bad.tif")
+    with pytest.raises(ImageDecodeError) as e:
+        pre32.load_image(path)
+    assert e.value.reason == "float image out of range" and detail in e.value.detail
+
+
+def test_float_rgb_tiff_is_skipped_as_unreadable(pre32, tmp_path):
+    """PIL has no mode for float images with 3 samples per pixel: such a TIFF is skipped as
+    "not a readable image" (documented in load_image and metaug-extract --help)."""
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((8, 8, 3), dtype=np.float32), photometric="rgb")
+    with pytest.raises(ImageDecodeError) as e:
+        pre32.load_image(path)
+    assert e.value.reason == "not a readable image"
+
+
+def test_float_tiff_through_metaug_extract_is_not_black(tmp_path, cifar_images):
+    """End to end: metaug-extract on a float (0..1) TIFF of a CIFAR image gives the features of
+    the 8-bit greyscale image (within the rounding of one grey level), and skips the
+    out-of-range TIFF beside it with its reason."""
+    from _extract_helpers import make_model_folder, run_cli
+
+    from metaug_features import load_encoder
+    from metaug_features.feature_files import read_feature_set
+
+    model = make_model_folder(tmp_path / "model")
+    src = next((cifar_images / "test" / "cat").glob("*.jpg"))
+    grey = np.asarray(Image.open(src).convert("L"))
+    images = tmp_path / "images"
+    images.mkdir()
+    _float_tiff(grey / 255.0, images / "cat_float.tif")
+    _float_tiff(grey * 2.0 + 1.0, images / "too_bright.tif")  # up to 511
+    proc = run_cli("--model", model, "--output", tmp_path / "out", "--workers", "0", "--device", "cpu", images)
+    assert proc.returncode == 0, proc.stderr
+    fs = read_feature_set(tmp_path / "out")
+    assert fs.paths == ["cat_float.tif"]
+    assert [(p, r.split(" (")[0]) for p, r in fs.skipped] == [("too_bright.tif", "float image out of range")]
+    assert "values span [1, 503]" in fs.skipped[0][1]
+    enc = load_encoder(model)
+    black = enc.extract([Image.new("L", grey.shape[::-1], 0)]).numpy()
+    ref = enc.extract([Image.fromarray(grey)]).numpy()
+    assert np.allclose(fs.features, ref, atol=1e-3 * np.abs(ref).max())
+    assert not np.allclose(fs.features, black, atol=1e-3 * np.abs(black).max())
 
 
 def test_alpha_is_composited_on_white(pre32):

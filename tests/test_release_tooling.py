@@ -18,6 +18,7 @@ from metaug_cli.export import main as export_main
 from metaug_cli.push import main as push_main
 from metaug_features import EncoderConfig, load_encoder, save_pretrained
 from metaug_features.errors import ConfigError
+from metaug_features.hub import RELEASE_TAG
 from metaug_features.evaluation import knn_evaluate
 from metaug_features.model import MetAugEncoder
 from metaug_training.checkpoint import save_checkpoint
@@ -34,7 +35,7 @@ METRICS = [
     {"task": "image-classification", "dataset": "CIFAR-10 (JPEG q75)", "metric": "accuracy",
      "name": "linear probe (fc)", "value": 61.5},
     {"task": "feature-extraction", "dataset": "CIFAR-10 (JPEG q75)", "metric": "nmi",
-     "name": "k-means NMI (conv)", "value": 0.231, "split": "test"},
+     "name": "k-means NMI in % (conv)", "value": 23.1, "split": "test"},
 ]
 COMPARISON = [{"method": "CMC", "epochs": 30, "knn (conv)": 52.4}, {"method": "MetAug", "epochs": 30, "knn (conv)": 55.13}]
 
@@ -123,7 +124,7 @@ def test_export_cli_renders_card_from_metrics_json(tmp_path):
             "comparison": COMPARISON, "repo_id": "metaug-features/metaug-alexnet32-cifar10-conv"}
     (tmp_path / "m.json").write_text(json.dumps(spec))
     out = tmp_path / "exported"
-    res = CliRunner().invoke(export_main, [str(ckpt), str(out), "--card-metrics", str(tmp_path / "m.json")])
+    res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(out), "--card-metrics", str(tmp_path / "m.json")])
     assert res.exit_code == 0, res.output + repr(res.exception)
     card = ModelCard.load(out / "README.md")
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [(METRICS[0]["name"], 55.13)]
@@ -134,10 +135,10 @@ def test_export_cli_renders_card_from_metrics_json(tmp_path):
     assert validate_model_folder(out).ok
 
     (tmp_path / "bad.json").write_text(json.dumps({"metrics": [], "hardware": "x"}))
-    res = CliRunner().invoke(export_main, [str(ckpt), str(tmp_path / "o2"), "--card-metrics", str(tmp_path / "bad.json")])
+    res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(tmp_path / "o2"), "--card-metrics", str(tmp_path / "bad.json")])
     assert res.exit_code != 0 and "at least one measured metric" in res.output
     # without --card-metrics the minimal card is still written (backwards compatible)
-    res = CliRunner().invoke(export_main, [str(ckpt), str(tmp_path / "o3")])
+    res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(tmp_path / "o3")])
     assert res.exit_code == 0 and not ModelCard.load(tmp_path / "o3" / "README.md").data.eval_results
 
 
@@ -154,10 +155,10 @@ def test_export_cli_release_layer_truncation_and_dtype(tmp_path):
                                                   "steps_per_epoch": 2, "git_commit": "abc"})
     x = torch.rand(3, 3, 32, 32)
     full = tmp_path / "full"
-    assert CliRunner().invoke(export_main, [str(ckpt), str(full)]).exit_code == 0
+    assert CliRunner().invoke(export_main, [str(ckpt), "-o", str(full)]).exit_code == 0
     for layer in ("conv", "fc"):
         out = tmp_path / layer
-        res = CliRunner().invoke(export_main, [str(ckpt), str(out), "--default-layer", layer, "--truncate-after", layer])
+        res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(out), "--default-layer", layer, "--truncate-after", layer])
         assert res.exit_code == 0, res.output + repr(res.exception)
         small = load_encoder(out)
         assert small.config.default_layer == layer and small.config.truncate_after == layer
@@ -169,13 +170,13 @@ def test_export_cli_release_layer_truncation_and_dtype(tmp_path):
         load_encoder(tmp_path / "conv")(x, "fc")
 
     half = tmp_path / "half"
-    res = CliRunner().invoke(export_main, [str(ckpt), str(half), "--default-layer", "fc", "--dtype", "float16"])
+    res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(half), "--default-layer", "fc", "--dtype", "float16"])
     assert res.exit_code == 0, res.output
     assert {t.dtype for t in load_file(half / "model.safetensors").values() if t.is_floating_point()} == {torch.float16}
     assert json.loads((half / "config.json").read_text())["weights_dtype"] == "float16"
     torch.testing.assert_close(load_encoder(half)(x), enc(x, "fc"), rtol=2e-2, atol=2e-3)
 
-    res = CliRunner().invoke(export_main, [str(ckpt), str(tmp_path / "bad"), "--default-layer", "fc",
+    res = CliRunner().invoke(export_main, [str(ckpt), "-o", str(tmp_path / "bad"), "--default-layer", "fc",
                                            "--truncate-after", "conv"])
     assert res.exit_code != 0 and "'fc' is not among the exported layers" in res.output
     assert not (tmp_path / "bad" / "config.json").exists()
@@ -185,13 +186,13 @@ def test_export_cli_release_layer_truncation_and_dtype(tmp_path):
 def test_dry_run_passes_on_valid_folder(folder):
     (folder / "notes.txt").write_text("scratch")
     res = CliRunner().invoke(push_main, [str(folder), "--repo-id", "metaug-features/metaug-alexnet32-cifar10-conv",
-                                         "--tag", "v0.1.0", "--dry-run"])
+                                         "--tag", RELEASE_TAG, "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "config.json" in res.output and "model.safetensors" in res.output and "README.md" in res.output
     assert "dry run OK: would push 3 file(s)" in res.output
     assert "notes.txt" in res.output.split("not uploaded")[1]
     assert "weighted k-NN k=200 T=0.07 (conv): 55.13" in res.output
-    assert "cifar10-conv -> metaug-features/metaug-alexnet32-cifar10-conv@v0.1.0" in res.output
+    assert f"cifar10-conv -> metaug-features/metaug-alexnet32-cifar10-conv@{RELEASE_TAG}" in res.output
 
 
 def _dry(folder) -> tuple[int, str]:
@@ -369,4 +370,5 @@ def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_pa
         knn = knn_evaluate(tr.features, tr.labels, te.features, te.labels, ks=(200, 20), temperature=0.07)
         assert res[layer]["knn"] == {f"k{k}": v for k, v in knn.accuracy.items()}
         assert res[layer]["probe"]["top1"] == fast_linear_probe(tr.features, tr.labels, te.features, te.labels).accuracy["top1"]
-        assert res[layer]["kmeans"]["nmi"] == cluster_evaluate(te.features, te.labels, restarts=5, seed=0).metrics["nmi"]
+        kmeans = cluster_evaluate(te.features, te.labels, restarts=5, seed=0).metrics
+        assert res[layer]["kmeans"]["nmi_percent"] == kmeans["nmi_percent"] and "nmi" not in res[layer]["kmeans"]

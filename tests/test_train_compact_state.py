@@ -143,9 +143,9 @@ def test_warm_start_refuses_another_run(stand_in, cifar_images, tmp_path):
 
 def test_cli_writes_a_loadable_state(stand_in, tmp_path):
     _, ckpt_path = stand_in
-    res = CliRunner().invoke(compact_cli, [str(ckpt_path), str(tmp_path / "state")])
+    res = CliRunner().invoke(compact_cli, [str(ckpt_path), "-o", str(tmp_path / "state")])
     assert res.exit_code == 0, res.output
     assert "compact state of step 8" in res.output
     assert load_compact_state(tmp_path / "state")["step"] == 8
-    res = CliRunner().invoke(compact_cli, [str(tmp_path / "nope.pt"), str(tmp_path / "s2")])
+    res = CliRunner().invoke(compact_cli, [str(tmp_path / "nope.pt"), "-o", str(tmp_path / "s2")])
     assert res.exit_code != 0 and "no checkpoint" in res.output

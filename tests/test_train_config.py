@@ -1,4 +1,4 @@
-"""Training config: SPEC defaults, recipe files, dotted overrides, strict validation, schedule."""
+"""Training config: the defaults of docs/METHODS.md, recipe files, dotted overrides, strict validation, schedule."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_unreadable_or_missing_config(tmp_path):
 
 
 def test_every_spec_option_is_reachable():
-    """Each SPEC option (sections 1-6) set away from its default through an override."""
+    """Each option of docs/METHODS.md sections 1-6 set away from its default through an override."""
     overrides = {
         "data.crop_scale": "0.3,0.9", "model.views": "l,ab", "model.ori_space": "rgb", "model.architecture": "alexnet224",
         "bank.num_negatives": "1024", "bank.momentum": "0.7", "bank.scoring": "shared",
@@ -152,7 +152,7 @@ def test_aug_terms_expansion():
 def test_step_schedule_and_cosine():
     c = load_config(None, ["optim.epochs=300"])
     spe = 10
-    # x0.1 at epochs 120, 160, 200 (SPEC 6)
+    # x0.1 at epochs 120, 160, 200 (docs/METHODS.md section 6)
     for epoch, want in [(0, 1.0), (119, 1.0), (120, 0.1), (159, 0.1), (160, 0.01), (200, 0.001), (299, 0.001)]:
         assert lr_factor(c, epoch * spe, spe) == pytest.approx(want)
         assert lr_factor(c, epoch * spe + spe - 1, spe) == pytest.approx(want)

@@ -34,7 +34,7 @@ def test_train_cli_then_export_cli_then_load_encoder(cifar_images, tmp_path):
     assert ckpt["step"] == 5 and (out / "export" / "config.json").is_file()
 
     folder = tmp_path / "exported"
-    res = runner.invoke(export_main, [str(ckpt_path), str(folder)])
+    res = runner.invoke(export_main, [str(ckpt_path), "-o", str(folder)])
     assert res.exit_code == 0, res.output
     enc = load_encoder(folder)
     prov = json.loads((folder / "config.json").read_text())["provenance"]
@@ -87,9 +87,9 @@ def test_cli_errors_are_clear(cifar_images, tmp_path):
     assert res.exit_code != 0 and "'optim.batch_size'" in res.output
     res = runner.invoke(train_main, ["--config", "cifar10-cmc", f"data.path={tmp_path / 'nothing'}"])
     assert res.exit_code != 0 and "data.path" in res.output
-    res = runner.invoke(export_main, [str(tmp_path / "missing.pt"), str(tmp_path / "out")])
+    res = runner.invoke(export_main, [str(tmp_path / "missing.pt"), "-o", str(tmp_path / "out")])
     assert res.exit_code != 0 and "no checkpoint" in res.output
     bad = tmp_path / "bad.pt"
     torch.save({"hello": 1}, bad)
-    res = runner.invoke(export_main, [str(bad), str(tmp_path / "out")])
+    res = runner.invoke(export_main, [str(bad), "-o", str(tmp_path / "out")])
     assert res.exit_code != 0 and "not a metaug training checkpoint" in res.output

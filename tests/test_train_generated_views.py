@@ -258,7 +258,7 @@ def test_a2_search_cli_cache_is_accepted_by_the_trainer(cifar_images, tmp_path, 
     """metaug-a2-search with the run's split and limit makes a cache the trainer accepts."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the command's dataset cache lands here
     cache = tmp_path / "cli-latents.safetensors"
-    res = CliRunner().invoke(a2_search_main, [str(cifar_images), str(vae_dir), str(cache), "--model", str(HUB_MODEL),
+    res = CliRunner().invoke(a2_search_main, [str(cifar_images), str(vae_dir), "-o", str(cache), "--model", str(HUB_MODEL),
                                               "--limit", "32", "--steps", "1", "--batch-size", "32",
                                               "--device", "cpu"])
     assert res.exit_code == 0, res.output + repr(res.exception)

@@ -1,5 +1,5 @@
 """The training loop on real CIFAR-10 images: loss goes down for every method, the MetAug step
-follows SPEC 6's order exactly, MAGs stay frozen in the encoder step, NaN handling, deadline,
+follows docs/METHODS.md section 6's order exactly, MAGs stay frozen in the encoder step, NaN handling, deadline,
 logs."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _sgd_(params, grads, lr, wd):
 
 
 def test_metaug_step_follows_spec_order(cifar_images, tmp_path):
-    """One train_step equals SPEC 6 written out by hand: encoder SGD step on L_tot with MAG
+    """One train_step equals docs/METHODS.md section 6 written out by hand: encoder SGD step on L_tot with MAG
     outputs (MAG weights untouched), bank <- normalise(m * slot + (1-m) * z) with the
     pre-step encoder features, then the meta gradient of the MAGs against the *updated*
     encoder and bank, then the MAG SGD step. Large delta / alpha so every part matters."""
@@ -198,7 +198,7 @@ def test_log_records_every_term(cifar_images, tmp_path):
 
 def test_bank_gets_encoder_features_only(cifar_images, tmp_path):
     """After a metaug step the updated bank rows come from the encoder's embeddings, not from
-    the MAG outputs (SPEC 3): recompute both and check which one the bank moved towards."""
+    the MAG outputs (docs/METHODS.md section 3): recompute both and check which one the bank moved towards."""
     cfg, tr = _trainer(cifar_images, tmp_path, "metaug.meta_every=1000")
     st = tr.state
     enc = copy.deepcopy(st.encoder)

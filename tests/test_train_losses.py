@@ -1,4 +1,4 @@
-"""Losses and the MetAug objective against naive loops transcribed from SPEC section 4.
+"""Losses and the MetAug objective against naive loops transcribed from docs/METHODS.md section 4.
 
 Every reference below loops over anchors and their positives / negatives one score at a time
 in float64 Python arithmetic; the library code is vectorised.
@@ -44,7 +44,7 @@ def random_scores(t: int, b: int, k: int, seed: int, requires_grad: bool = False
 
 # --------------------------------------------------------------------------- naive references
 def naive_oucl(scores, beta=16.0, margin=None, weighting="none", gamma=0.4, phi_dec=6.0):
-    """SPEC 4 OUCL, one anchor at a time. Returns a torch scalar built from per-element torch
+    """docs/METHODS.md section 4 OUCL, one anchor at a time. Returns a torch scalar built from per-element torch
     ops (so gradients can be compared); the adaptive weights are Python floats (detached)."""
     b, kp1 = scores[0].shape
     d_p, d_n = (0.0, 0.0) if margin is None else (1.0 - margin, margin)
@@ -103,7 +103,33 @@ def naive_z(scores, n_data, temperature):
     return out
 
 
-def naive_margin_reg(orig, aug, mode, c):
+def naive_margin_reg_mapped(orig, aug, mode, c):
+    """docs/METHODS.md section 4 / paper eq. 4-5 on OUCL's mapped scores q = (s + 1) / 2 (the official code's R),
+    one anchor and one score at a time in Python floats. Written out on its own, not as the raw
+    reference below plus a factor, so that the factor-2 relation is checked, not assumed."""
+    b, kp1 = orig[0].shape
+    pos_terms, neg_terms = [], []
+    for i in range(b):
+        min_pos = min((float(s[i, 0]) + 1) / 2 for s in orig)
+        max_neg = max((float(s[i, j]) + 1) / 2 for s in orig for j in range(1, kp1))
+        if mode == "large":
+            sp, sn = min(min_pos, max_neg), max(min_pos, max_neg)
+        elif mode == "small":
+            sp, sn = max(min_pos, max_neg), min(min_pos, max_neg)
+        else:
+            sp = sn = (min_pos + max_neg) / 2
+        for a in aug:
+            p_hat = (float(a[i, 0]) + 1) / 2
+            pos_terms.append(max(0.0, p_hat - sp))
+            for j in range(1, kp1):
+                n_hat = (float(a[i, j]) + 1) / 2
+                neg_terms.append(max(0.0, sn - n_hat))
+    return c * sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+
+
+def naive_margin_reg_raw(orig, aug, mode, c):
+    """The same formula on the raw dot products (``reg_scores="raw"``, the behaviour before the
+    switch existed)."""
     b, kp1 = orig[0].shape
     pos_terms, neg_terms = [], []
     for i in range(b):
@@ -240,20 +266,82 @@ def test_nce_module_estimates_constants_once_and_keeps_them():
 
 
 # --------------------------------------------------------------------------- regulariser R
-@pytest.mark.parametrize("mode", ["large", "medium", "small"])
-@pytest.mark.parametrize("c", [1e-4, 1.0])
-def test_margin_regularizer_matches_naive_loop(mode, c):
-    # originals look like a trained model's: positives in [0, 1], negatives in [-1, 0.6]
-    orig = random_scores(6, b=5, k=8, seed=21)
+def _reg_draw(seed: int = 21, requires_grad: bool = False):
+    """Originals that look like a trained model's (positives in [0, 1], negatives in
+    [-1, 0.6]) and augmented scores anywhere in [-1, 1]; 6 tensors [5, 9] each."""
+    orig = random_scores(6, b=5, k=8, seed=seed)
     for o in orig:
         o[:, 0] = (o[:, 0] + 1) / 2
         o[:, 1:] = o[:, 1:] * 0.8 - 0.2
-    aug = random_scores(6, b=5, k=8, seed=22)
-    ours = margin_regularizer(orig, aug, mode=mode, c=c)
-    ref = naive_margin_reg(orig, aug, mode, c)
-    assert ours.item() == pytest.approx(ref, rel=1e-12, abs=1e-15)
-    # the positive part is active in this draw (otherwise c would be untested)
-    assert naive_margin_reg(orig, aug, mode, 1.0) != pytest.approx(naive_margin_reg(orig, aug, mode, 0.0))
+    aug = random_scores(6, b=5, k=8, seed=seed + 1)
+    if requires_grad:
+        for t in orig + aug:
+            t.requires_grad_(True)
+    return orig, aug
+
+
+@pytest.mark.parametrize("mode", ["large", "medium", "small"])
+@pytest.mark.parametrize("c", [1e-4, 1.0])
+def test_margin_regularizer_matches_naive_loop_on_mapped_scores(mode, c):
+    """The default R is eq. 4-5 on (s + 1) / 2, as the official code computes it."""
+    orig, aug = _reg_draw()
+    ref = naive_margin_reg_mapped(orig, aug, mode, c)
+    for ours in (margin_regularizer(orig, aug, mode=mode, c=c),
+                 margin_regularizer(orig, aug, mode=mode, c=c, scores="mapped")):
+        assert ours.item() == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    # both hinges are active in this draw (otherwise c, or the negative part, would be untested)
+    assert naive_margin_reg_mapped(orig, aug, mode, 1.0) != pytest.approx(naive_margin_reg_mapped(orig, aug, mode, 0.0))
+    assert naive_margin_reg_mapped(orig, aug, mode, 0.0) > 0
+
+
+@pytest.mark.parametrize("mode", ["large", "medium", "small"])
+@pytest.mark.parametrize("c", [1e-4, 1.0])
+def test_margin_regularizer_raw_switch_is_the_old_formula(mode, c):
+    orig, aug = _reg_draw()
+    ours = margin_regularizer(orig, aug, mode=mode, c=c, scores="raw")
+    assert ours.item() == pytest.approx(naive_margin_reg_raw(orig, aug, mode, c), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["large", "medium", "small"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_margin_regularizer_mapped_is_half_of_raw_value_and_gradient(mode, detach):
+    """[(p^+1)/2 - (sigma+ +1)/2]_+ = [p^ - sigma+]_+ / 2 (likewise for negatives), so the mapped R
+    and its gradients are exactly half the raw ones."""
+    orig, aug = _reg_draw(seed=51, requires_grad=True)
+    mapped = margin_regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach)
+    raw = margin_regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach, scores="raw")
+    assert mapped.item() > 0
+    torch.testing.assert_close(mapped, raw / 2, rtol=1e-13, atol=1e-15)
+    o_val, a_val = [t.detach() for t in orig], [t.detach() for t in aug]
+    assert naive_margin_reg_mapped(o_val, a_val, mode, 0.3) == pytest.approx(
+        naive_margin_reg_raw(o_val, a_val, mode, 0.3) / 2, rel=1e-12)
+    g_mapped = torch.autograd.grad(mapped, orig + aug, allow_unused=True)
+    g_raw = torch.autograd.grad(raw, orig + aug, allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in g_raw if g is not None) > 0
+    for gm, gr in zip(g_mapped, g_raw):
+        assert (gm is None) == (gr is None)
+        if gm is not None:
+            torch.testing.assert_close(gm, gr / 2, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["large", "medium", "small"])
+def test_margin_thresholds_on_mapped_scores(mode):
+    orig = random_scores(3, b=7, k=5, seed=61)
+    sp, sn = margin_thresholds(orig, mode)
+    sp_raw, sn_raw = margin_thresholds(orig, mode, scores="raw")
+    torch.testing.assert_close(sp, (sp_raw + 1) / 2, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(sn, (sn_raw + 1) / 2, rtol=1e-14, atol=1e-15)
+    # and against the thresholds read off the mapped scores directly
+    mapped = [(s + 1) / 2 for s in orig]
+    torch.testing.assert_close((sp, sn), margin_thresholds(mapped, mode, scores="raw"))
+
+
+def test_margin_regularizer_bad_scores_option():
+    orig, aug = _reg_draw()
+    with pytest.raises(ValueError, match="scores"):
+        margin_regularizer(orig, aug, scores="halved")
+    with pytest.raises(ValueError, match="scores"):
+        margin_thresholds(orig, scores="affine")
 
 
 def test_margin_modes_differ_and_thresholds_order():
@@ -267,6 +355,8 @@ def test_margin_modes_differ_and_thresholds_order():
     aug = random_scores(2, b=8, k=6, seed=32)
     values = {m: margin_regularizer(orig, aug, m, c=1.0).item() for m in ("large", "medium", "small")}
     assert len(set(values.values())) == 3
+    values_raw = {m: margin_regularizer(orig, aug, m, c=1.0, scores="raw").item() for m in ("large", "medium", "small")}
+    assert len(set(values_raw.values())) == 3
 
 
 def test_margin_regularizer_threshold_gradient_option():
@@ -350,6 +440,42 @@ def test_objective_paper_term_and_regulariser_placement():
         assert ("reg" in logs) == has_reg
 
 
+@pytest.mark.parametrize("reg_scores", ["mapped", "raw"])
+def test_objective_passes_reg_scores_to_r(reg_scores):
+    bank, idx, sidx, z, zh = _setup(seed=6)
+    s_orig, s_aug = bank.scores(z, sidx), bank.scores(zh, sidx)
+    orig, aug = [s_orig[p] for p in bank.pairs], [s_aug[p] for p in bank.pairs]
+    cfg = ObjectiveConfig(delta=0.25, alpha=2.0, aug_terms="paper", reg_c=0.5, reg_scores=reg_scores)
+    total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase="mag")
+    reg = margin_regularizer(orig, aug, c=0.5, scores=reg_scores)
+    ref = (naive_margin_reg_mapped if reg_scores == "mapped" else naive_margin_reg_raw)(orig, aug, "large", 0.5)
+    assert logs["reg"].item() == pytest.approx(ref, rel=1e-12)
+    torch.testing.assert_close(total, _direct_loss(bank, z, sidx) + 0.25 * _direct_loss(bank, zh, sidx) + 2.0 * reg,
+                               rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="scores"):
+        metaug_objective(z, zh, bank, sidx, ObjectiveConfig(reg_scores="halved"), phase="mag")
+
+
+def test_reg_scores_config_option_default_override_and_old_configs():
+    """metaug.reg_scores: default "mapped", settable by override, checked, reaches the objective;
+    a saved config from before the key existed (checkpoints store ``to_dict``) still loads."""
+    from metaug_features.errors import ConfigError
+    from metaug_training.config import TrainConfig, diff_keys, load_config
+    from metaug_training.methods import objective_config
+
+    default = TrainConfig()
+    assert default.metaug.reg_scores == "mapped" and objective_config(default).reg_scores == "mapped"
+    raw = load_config(None, ["metaug.reg_scores=raw"])
+    assert diff_keys(default, raw) == ["metaug.reg_scores"]
+    assert objective_config(raw).reg_scores == "raw"
+    assert TrainConfig.from_dict(raw.to_dict()) == raw
+    with pytest.raises(ConfigError, match="'metaug.reg_scores'"):
+        load_config(None, ["metaug.reg_scores=halved"])
+    old = default.to_dict()
+    del old["metaug"]["reg_scores"]
+    assert TrainConfig.from_dict(old) == default
+
+
 def test_objective_without_mag_and_with_custom_loss():
     bank, idx, sidx, z, zh = _setup(views=("l", "ab"), seed=5)
     total, logs = metaug_objective(z, None, bank, sidx, ObjectiveConfig())
@@ -366,5 +492,6 @@ def test_objective_defaults_match_spec():
     cfg = ObjectiveConfig()
     assert (cfg.delta, cfg.alpha, cfg.aug_terms, cfg.reg_mode, cfg.reg_c, cfg.reg_where) == (
         1e-5, 1e-11, "code", "large", 1e-4, "mag")
+    assert cfg.reg_scores == "mapped"  # the official code's R, on (s + 1) / 2
     o = OUCLOptions()
     assert (o.beta, o.margin, o.weighting, o.gamma, o.phi_dec) == (16.0, None, "none", 0.4, 6.0)

@@ -1,4 +1,4 @@
-"""Memory bank (SPEC section 3): sampling, the three scoring modes, and the momentum update."""
+"""Memory bank (docs/METHODS.md section 3): sampling, the three scoring modes, and the momentum update."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def _cfg(cifar_images, method, overrides):
         f"data.path={cifar_images}", "data.split=train", "data.cache_dir=", "data.num_workers=0",
         f"method={method}", "model.width=0.125", "model.views=l,ab,ori", "bank.num_negatives=32",
         "optim.batch_size=8", "optim.epochs=10", "optim.lr=0.05", "metaug.meta_every=1",
-        # MetAug's augmented terms and R at weights where they move the numbers (SPEC defaults
+        # MetAug's augmented terms and R at weights where they move the numbers (the defaults,
         # 1e-5 / 1e-11 would hide a wrong second-order term below float32 resolution).
         "metaug.delta=0.5", f"metaug.alpha={ALPHA}", "metaug.reg_c=1.0", "metaug.inner_lr=0.05",
         "run.out_dir=/tmp/unused", "run.num_threads=1", "run.quiet=true", *overrides])

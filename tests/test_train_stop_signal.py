@@ -1,5 +1,6 @@
 """SIGTERM / SIGINT stop a real metaug-train process cleanly: it finishes the current step,
-writes the checkpoint of that step and the export, and exits 0; the run then resumes exactly
+writes the checkpoint of that step and the export, and exits 130 (interrupted, with the --resume
+hint); the run then resumes exactly
 (tests/test_train_resume.py covers resuming from a checkpoint)."""
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def test_signal_stops_saves_and_exports(cifar_images, tmp_path, signum):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr
+    assert "run the same command with --resume" in stderr
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert 2 <= ckpt["step"] < 50 * 12 and ckpt["step"] == steps[-1]

@@ -287,7 +287,7 @@ def test_train_vae_refuses_a_batch_larger_than_the_images(cifar_images, tmp_path
 def test_train_vae_cli_end_to_end(cifar_images, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the command's dataset cache lands here
     out = tmp_path / "vae"
-    res = CliRunner().invoke(train_vae_main, [str(cifar_images), str(out), "--limit", "48", "--epochs", "1",
+    res = CliRunner().invoke(train_vae_main, [str(cifar_images), "-o", str(out), "--limit", "48", "--epochs", "1",
                                               "--batch-size", "16", "--latent-dim", "32", "--device", "cpu"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "epoch 1/1:" in res.output
@@ -299,7 +299,7 @@ def test_train_vae_cli_end_to_end(cifar_images, tmp_path, monkeypatch):
 
 def test_train_vae_cli_refuses_a_bad_image_size(cifar_images, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    res = CliRunner().invoke(train_vae_main, [str(cifar_images), str(tmp_path / "vae"), "--limit", "32",
+    res = CliRunner().invoke(train_vae_main, [str(cifar_images), "-o", str(tmp_path / "vae"), "--limit", "32",
                                               "--epochs", "1", "--batch-size", "16", "--image-size", "30"])
     assert res.exit_code != 0
     assert isinstance(res.exception, SystemExit), repr(res.exception)
@@ -310,6 +310,6 @@ def test_train_vae_cli_refuses_a_bad_image_size(cifar_images, tmp_path, monkeypa
 
 def test_train_vae_cli_refuses_a_missing_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    res = CliRunner().invoke(train_vae_main, [str(tmp_path / "nowhere"), str(tmp_path / "vae")])
+    res = CliRunner().invoke(train_vae_main, [str(tmp_path / "nowhere"), "-o", str(tmp_path / "vae")])
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit), repr(res.exception)
     assert "does not exist" in res.output and "Traceback" not in res.output

@@ -1,4 +1,4 @@
-"""IDAA and A2 view generators (SPEC sections 8-9): the adversarial view's exactness at eps = 0
+"""IDAA and A2 view generators (docs/METHODS.md sections 8-9): the adversarial view's exactness at eps = 0
 and its ascent, gradient isolation, separate BN, A2's losses against naive loops, the
 alignment term's pull, seeded draws that do not depend on how a batch is split, and the sigma
 calibration."""

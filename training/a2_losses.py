@@ -1,4 +1,4 @@
-"""The A2 losses (SPEC section 9; Han et al., "Constructive Assimilation"), for V views.
+"""The A2 losses (docs/METHODS.md section 9; Han et al., "Constructive Assimilation"), for V views.
 
 A2 trains on two "expert" views z1, z2 of each image plus one generated view z3:
 

@@ -1,7 +1,7 @@
 """A2 "search" views, made offline into a cache of float16 latents (``metaug-a2-search``).
 
 For each training image x (whole image, no crop) with w0 = mu(x), K latents w_1..w_K start at
-w0 + 0.1 * noise and take ``steps`` Adam steps (lr ``lr``) on (SPEC section 9)
+w0 + 0.1 * noise and take ``steps`` Adam steps (lr ``lr``) on (docs/METHODS.md section 9)
 
     sum_k (||f(G(w_k)) - f(G(w0))|| - eps1)^2 + lambda * relu(eps2 - mean_{j<k} ||f(G(w_j)) - f(G(w_k))||)
 
@@ -27,6 +27,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from metaug_features.atomic import atomic_write_bytes, atomic_write_text
+from metaug_features.device import resolve_device
 
 from .vae import IDAAVAE, vae_digest
 
@@ -81,7 +82,7 @@ def build_latent_cache(vae_dir: str | Path, model_ref: str, images_u8: Tensor, f
 
     from .vae import load_vae
 
-    device = torch.device(device)
+    device = resolve_device(device)
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")

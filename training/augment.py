@@ -1,4 +1,4 @@
-"""Batched training augmentation (SPEC section 1): RandomResizedCrop + horizontal flip.
+"""Batched training augmentation (docs/METHODS.md section 1): RandomResizedCrop + horizontal flip.
 
 The official recipe is ``RandomResizedCrop(size, scale=(0.2, 1))`` + ``RandomHorizontalFlip``,
 applied per image by PIL in DataLoader workers. Here the crop parameters of a whole batch are

@@ -2,8 +2,8 @@
 
 ``TrainConfig`` is the single source of truth for a run. It is grouped into small sections
 (``data``, ``model``, ``bank``, ``loss``, ``metaug``, ``optim``, ``run``) so that a recipe reads
-like the SPEC; every section is itself a frozen dataclass. Defaults are the SPEC's (the official
-code's where the SPEC picks it). A recipe file holds any subset of the keys; the command line
+like docs/METHODS.md; every section is itself a frozen dataclass. Defaults are the ones
+docs/METHODS.md names (the official code's where it picks the code's reading). A recipe file holds any subset of the keys; the command line
 overrides single keys with dotted names::
 
     metaug-train --config training/recipes/cifar10-metaug.json optim.lr=0.05 model.views=l,ab
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from metaug_features.config import EncoderConfig
-from metaug_features.errors import ConfigError
+from metaug_features.device import DEVICE_SPECS, check_device_spec
+from metaug_features.errors import ConfigError, MetAugError
 
-#: Training methods (SPEC sections 3-6): memory-bank CMC, OUCL without generators, full MetAug.
+#: Training methods (docs/METHODS.md sections 3-6): memory-bank CMC, OUCL without generators, full MetAug.
 METHODS = ("cmc", "oucl", "metaug")
 #: Folder of the shipped recipes; ``--config cifar10-metaug`` is looked up here.
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -35,7 +36,7 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how they are augmented (SPEC section 1).
+    """Where the images come from and how they are augmented (docs/METHODS.md section 1).
 
     path: an image folder (class sub-folders give labels, a flat folder gives none) or the
         CIFAR-10 JPEG archive (``.tar.gz`` with ``<top>/<split>/<class>/<file>.jpg``).
@@ -64,7 +65,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The encoder (SPEC section 2); these become the exported ``EncoderConfig``."""
+    """The encoder (docs/METHODS.md section 2); these become the exported ``EncoderConfig``."""
 
     architecture: str = "alexnet32"
     width: float = 1.0
@@ -76,9 +77,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class BankConfig:
-    """Memory bank (SPEC section 3). scoring: "full" = exact per-anchor scores via
-    ``z @ bank.T`` (SPEC 3(a)), "gather" = naive reference, "shared" = one set of K negatives
-    for the whole batch (SPEC 3(b), a change of sampling)."""
+    """Memory bank (docs/METHODS.md section 3). scoring: "full" = exact per-anchor scores via
+    ``z @ bank.T`` (docs/METHODS.md section 3(a)), "gather" = naive reference, "shared" = one set of K negatives
+    for the whole batch (docs/METHODS.md section 3(b), a change of sampling)."""
 
     num_negatives: int = 4096
     momentum: float = 0.5
@@ -87,7 +88,7 @@ class BankConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Losses (SPEC section 4).
+    """Losses (docs/METHODS.md section 4).
 
     cmc: the CMC baseline's loss, "infonce" (softmax) or "nce" (memory-bank NCE), both at
         ``temperature``.
@@ -107,7 +108,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class MetaugConfig:
-    """MetAug-only options (SPEC sections 4-6).
+    """MetAug-only options (docs/METHODS.md sections 4-6).
 
     delta, alpha: weights of the augmented terms and of the regulariser R.
     aug_terms: "code" (the four augmented terms), "paper" (eq. 11's single all-augmented term),
@@ -115,6 +116,9 @@ class MetaugConfig:
     reg_mode, reg_c, reg_where: R of eq. 4-5 ("large" | "medium" | "small"; its hidden constant
         c; applied to the MAG update only "mag" (paper), to both updates "both" (code), "off").
     reg_detach_thresholds: stop gradients into R's per-anchor thresholds sigma+/sigma-.
+    reg_scores: the scores eq. 4-5 read: "mapped" (default, the official code: s -> (s+1)/2 as in
+        OUCL) or "raw" (the dot products; exactly twice the mapped R). A saved config without
+        this key (checkpoints written before it existed) loads with the default.
     inner_lr: eta_in of the fast weights theta* = theta' - eta_in * g.
     meta_every: the meta step runs every k-th iteration (1 = paper).
     lr, momentum, weight_decay: SGD of the MAGs (scheduled like the encoder's lr).
@@ -127,6 +131,7 @@ class MetaugConfig:
     reg_c: float = 1e-4
     reg_where: str = "mag"
     reg_detach_thresholds: bool = False
+    reg_scores: str = "mapped"
     inner_lr: float = 1e-3
     meta_every: int = 1
     lr: float = 0.03
@@ -136,7 +141,7 @@ class MetaugConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Encoder optimiser and schedule (SPEC section 6, the code's SGD).
+    """Encoder optimiser and schedule (docs/METHODS.md section 6, the code's SGD).
 
     optimizer: "sgd" (official code, default) or "adam" (the paper's text); applies to the
         encoder and the MAGs. Adam uses ``lr`` and ``weight_decay`` (L2, as torch.optim.Adam)
@@ -164,7 +169,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class IDAAConfig:
-    """IDAA (SPEC section 8): one adversarial view per image, made in a frozen VAE's latent space.
+    """IDAA (docs/METHODS.md section 8): one adversarial view per image, made in a frozen VAE's latent space.
 
     Each step: z = mu(x1) of the VAE; ``steps`` ascent steps z <- z + (eps / steps) * sign(grad_z)
     of the method's own contrastive loss of x_adv = x1 + G(z) - G(x1) (so eps is the L-inf
@@ -190,7 +195,7 @@ A2_LOSSES = ("infonce", "simclr", "full")
 
 @dataclass(frozen=True)
 class A2Config:
-    """A2 with a VAE generator (SPEC section 9; the paper's StyleGAN2 is not available here).
+    """A2 with a VAE generator (docs/METHODS.md section 9; the paper's StyleGAN2 is not available here).
 
     One generated view per image joins the step: loss = base + ``weight`` x L_A2.
     mode: "perturb" = decode(mu(x) + sigma * noise) online; "search" = latents searched offline
@@ -199,7 +204,7 @@ class A2Config:
         between ``calibration_model`` features of G(x) and of the perturbed view is
         ``target_cosine`` (over ``calibration_images`` training images; logged in log.jsonl).
     loss: "infonce" (A2-InfoNCE), "simclr" (A2-SimCLR) or "full" (A2-full, SupCon with the
-        generated view as a positive; alpha unused); alpha and tau as in SPEC 9.
+        generated view as a positive; alpha unused); alpha and tau as in docs/METHODS.md section 9.
     """
 
     enabled: bool = False
@@ -606,6 +611,7 @@ def validate(cfg: TrainConfig) -> None:
     _choice("metaug.reg_mode", mg.reg_mode, ("large", "medium", "small"))
     _positive("metaug.reg_c", mg.reg_c, allow_zero=True)
     _choice("metaug.reg_where", mg.reg_where, ("mag", "both", "off"))
+    _choice("metaug.reg_scores", mg.reg_scores, ("mapped", "raw"))
     _positive("metaug.inner_lr", mg.inner_lr, allow_zero=True)
     if mg.meta_every < 1:
         raise ConfigError(f"config key 'metaug.meta_every' must be >= 1, got {mg.meta_every}")
@@ -632,8 +638,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("config key 'optim.accum_steps' leaves fewer than 2 images per micro-batch (batch norm needs 2)")
     if not r.out_dir:
         raise ConfigError("config key 'run.out_dir' must not be empty")
-    if not (r.device in ("auto", "cpu", "cuda") or (r.device.startswith("cuda:") and r.device[5:].isdigit())):
-        raise ConfigError(f"config key 'run.device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
+    try:
+        check_device_spec(r.device)
+    except MetAugError:
+        raise ConfigError(f"config key 'run.device' must be {DEVICE_SPECS}, got {r.device!r}") from None
     _choice("run.precision", r.precision, ("fp32", "bf16"))
     _choice("run.meta_grad", r.meta_grad, META_GRAD_MODES)
     for key, v in (("run.num_threads", r.num_threads), ("run.max_steps", r.max_steps), ("run.seed", r.seed)):

@@ -1,6 +1,6 @@
 """Training data: decode a dataset once into a uint8 array, cache it, serve index batches.
 
-SPEC section 10: decoding JPEGs costs ~4,000 img/s per core, far more than a training step can
+docs/METHODS.md section 10: decoding JPEGs costs ~4,000 img/s per core, far more than a training step can
 afford, so every image is decoded once into ``images`` (uint8 ``[N, S, S, 3]``, ~150 MB for
 CIFAR-10 at S = 32) and cached as ``.npy`` (written atomically) keyed by the source's file list,
 sizes and times. Augmentation then works on whole batches of tensors (``augment.py``).

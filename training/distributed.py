@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from metaug_features.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -42,13 +44,14 @@ class DistContext:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``run.device`` -> a torch device: "auto" is CUDA (this process's local GPU) when present,
-    else CPU; "cuda" under torchrun means ``cuda:<local_rank>``."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device(pref)
+    """``run.device`` (``auto | cpu | cuda | cuda:N``) -> a torch device: "auto" is CUDA (this
+    process's local GPU) when present, else CPU; "cuda" under torchrun means ``cuda:<local_rank>``.
+    A malformed spec or a GPU the machine does not have is a MetAugError
+    (:func:`metaug_features.device.resolve_device`)."""
+    device = resolve_device(pref)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
 
 
 def init_distributed(device_pref: str = "auto") -> DistContext:
@@ -58,8 +61,6 @@ def init_distributed(device_pref: str = "auto") -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = pick_device(device_pref, local_rank)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={device_pref!r} asks for CUDA but no GPU is available (use run.device=cpu)")
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -1,4 +1,4 @@
-"""Contrastive losses over memory-bank scores (SPEC section 4).
+"""Contrastive losses over memory-bank scores (docs/METHODS.md section 4).
 
 Every function takes a sequence of score tensors ``[B, K+1]`` (one per ordered view pair, as
 returned by :meth:`metaug_training.memory_bank.MemoryBank.scores`) whose column 0 is the
@@ -10,7 +10,8 @@ dtype of their input.
 - :func:`nce_loss` / :class:`NCELoss`  CMC memory-bank NCE with a normalising constant
   estimated once.
 - :func:`oucl_loss`  MetAug's optimisation-driven unified contrastive loss (paper eq. 8-10).
-- :func:`margin_regularizer`  MetAug's margin-injected regulariser R (paper eq. 4-5).
+- :func:`margin_regularizer`  MetAug's margin-injected regulariser R (paper eq. 4-5), by default
+  on the ``(s+1)/2``-mapped scores like OUCL and the official code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 REG_MODES = ("large", "medium", "small")
+#: Which scores R (eq. 4-5) reads: OUCL's ``(s + 1) / 2`` map (official code) or the raw dot products.
+REG_SCORES = ("mapped", "raw")
 WEIGHTINGS = ("none", "adaptive")
 
 
@@ -41,7 +44,7 @@ def _stack(scores: Sequence[Tensor]) -> Tensor:
 
 # --------------------------------------------------------------------------- CMC baselines
 def infonce_loss(scores: Sequence[Tensor], temperature: float = 0.07) -> Tensor:
-    """Softmax InfoNCE of CMC (SPEC section 4, "CMC baseline").
+    """Softmax InfoNCE of CMC (docs/METHODS.md section 4, "CMC baseline").
 
     For each tensor ``s`` (``[B, K+1]``):
     ``l(s) = mean_i [ -s[i,0]/T + log sum_j exp(s[i,j]/T) ]`` (cross-entropy with the positive,
@@ -107,7 +110,7 @@ class NCELoss(nn.Module):
     Args:
         num_samples: N, dataset size.
         num_tensors: number of score tensors per call (2 for L/ab, 6 for L/ab/ori).
-        temperature: T (SPEC default 0.07).
+        temperature: T (default 0.07, docs/METHODS.md section 4.1).
     """
 
     normalizers: Tensor
@@ -153,7 +156,7 @@ def oucl_loss(
     gamma: float = 0.4,
     phi_dec: float = 6.0,
 ) -> Tensor:
-    """Optimisation-driven unified contrastive loss (SPEC section 4; paper eq. 8-10).
+    """Optimisation-driven unified contrastive loss (docs/METHODS.md section 4; paper eq. 8-10).
 
     Every score ``s`` is first mapped to ``(s + 1) / 2`` (into ``[0, 1]``). Per anchor ``i`` (a
     row, shared by all T tensors) its positives are ``p_ik = s_k[i, 0]`` (T of them, one per
@@ -208,23 +211,44 @@ def oucl_loss(
 
 
 # --------------------------------------------------------------------------- regulariser R
-def margin_thresholds(orig_scores: Sequence[Tensor], mode: str = "large") -> tuple[Tensor, Tensor]:
+def _reg_view(st: Tensor, scores: str) -> Tensor:
+    """The scores R works on: ``(s + 1) / 2`` for ``"mapped"``, ``s`` itself for ``"raw"``.
+
+    ``st`` is any stack of raw scores (e.g. ``[B, T, K+1]``); the result has its shape and dtype.
+    """
+    if scores not in REG_SCORES:
+        raise ValueError(f"scores must be one of {REG_SCORES}, got {scores!r}")
+    # The same map as OUCL (and as the official code, which computes R on the mapped scores).
+    return (st + 1.0) / 2.0 if scores == "mapped" else st
+
+
+def margin_thresholds(
+    orig_scores: Sequence[Tensor], mode: str = "large", scores: str = "mapped"
+) -> tuple[Tensor, Tensor]:
     """Per-anchor thresholds ``(sigma_plus, sigma_minus)``, each ``[B]`` (paper eq. 4).
 
-    From the original-only scores of anchor (row) ``i`` over all T tensors:
-    ``min+ = min_k s_k[i, 0]`` (smallest positive) and ``max- = max_{k, j>=1} s_k[i, j]``
-    (largest negative). Then
+    Let ``q = (s + 1) / 2`` for ``scores="mapped"`` (default, as OUCL and the official code) or
+    ``q = s`` for ``scores="raw"``. From the original-only scores of anchor (row) ``i`` over all
+    T tensors: ``min+ = min_k q_k[i, 0]`` (smallest positive) and
+    ``max- = max_{k, j>=1} q_k[i, j]`` (largest negative). Then
 
     - ``"large"``:  ``sigma+ = min(min+, max-)``, ``sigma- = max(min+, max-)``
     - ``"small"``:  ``sigma+ = max(min+, max-)``, ``sigma- = min(min+, max-)``
     - ``"medium"``: ``sigma+ = sigma- = (min+ + max-) / 2``
+
+    The map is increasing and affine, so the mapped thresholds are ``(raw thresholds + 1) / 2``.
+
+    Args:
+        orig_scores: T tensors ``[B, K+1]`` (raw dot products), positive in column 0.
+        mode: ``"large"`` | ``"medium"`` | ``"small"``.
+        scores: ``"mapped"`` | ``"raw"``.
     """
     if mode not in REG_MODES:
         raise ValueError(f"mode must be one of {REG_MODES}, got {mode!r}")
-    st = _stack(orig_scores)
+    st = _reg_view(_stack(orig_scores), scores)  # [B, T, K+1]
     b = st.shape[0]
-    min_pos = st[:, :, 0].amin(dim=1)
-    max_neg = st[:, :, 1:].reshape(b, -1).amax(dim=1)
+    min_pos = st[:, :, 0].amin(dim=1)  # [B]
+    max_neg = st[:, :, 1:].reshape(b, -1).amax(dim=1)  # [B]
     lo, hi = torch.minimum(min_pos, max_neg), torch.maximum(min_pos, max_neg)
     if mode == "large":
         return lo, hi
@@ -240,30 +264,47 @@ def margin_regularizer(
     mode: str = "large",
     c: float = 1e-4,
     detach_thresholds: bool = False,
+    scores: str = "mapped",
 ) -> Tensor:
-    """Margin-injected regulariser R (SPEC section 4; paper eq. 4-5).
+    """Margin-injected regulariser R (docs/METHODS.md section 4; paper eq. 4-5).
 
-    With per-anchor thresholds from :func:`margin_thresholds` on ``orig_scores`` (raw dot
-    products of encoder-only features), and ``p^``/``n^`` the positives (column 0) and
-    negatives (columns 1..K) of ``aug_scores`` (scores whose anchor is a MAG output):
+    With per-anchor thresholds ``sigma+_i``, ``sigma-_i`` from :func:`margin_thresholds` (eq. 4)
+    on ``orig_scores`` (encoder-only features), and ``p^``/``n^`` the positives (column 0) and
+    negatives (columns 1..K) of ``aug_scores`` (scores whose anchor is a MAG output), eq. 5:
 
     ``R = c * mean_{i,k}( max(0, p^_ik - sigma+_i) ) + mean_{i,k,j}( max(0, sigma-_i - n^_ikj) )``
 
     i.e. augmented positives are pushed below ``sigma+`` (made harder) and augmented negatives
     above ``sigma-`` (made harder). ``c`` (default 1e-4, hidden in the official code) scales the
-    positive term only, as SPEC writes the formula; the overall weight is ``alpha`` in the
-    objective. Scores are used raw (no ``(s+1)/2`` map; that map would only halve R).
+    positive term only, as docs/METHODS.md section 4 writes the formula; the overall weight is ``alpha`` in the
+    objective.
+
+    Which scores eq. 4-5 read (``scores``):
+
+    - ``"mapped"`` (default; the official code, and the map OUCL uses): every score, original
+      and augmented, is first mapped ``s -> (s + 1) / 2``; thresholds and hinges are computed on
+      the mapped values. Since the map is affine with slope 1/2,
+      ``max(0, (p^+1)/2 - (sigma+ +1)/2) = max(0, p^ - sigma+) / 2`` (likewise for negatives), so
+      this is exactly half of ``"raw"``.
+    - ``"raw"``: eq. 4-5 on the raw dot products in ``[-1, 1]`` (this module's behaviour before
+      the switch existed; twice the official value).
 
     Args:
-        orig_scores: T tensors ``[B, K+1]`` from original features.
+        orig_scores: T tensors ``[B, K+1]`` from original features (raw dot products).
         aug_scores: T' tensors ``[B, K+1]`` that involve an augmented feature (same B and K).
+        mode: ``"large"`` | ``"medium"`` | ``"small"`` (eq. 4).
+        c: weight of the positive hinge.
         detach_thresholds: if True, no gradient flows into the thresholds (default False: the
             thresholds are min/max of the original scores and pass (sub)gradients).
+        scores: ``"mapped"`` | ``"raw"`` (see above).
+
+    Returns:
+        Scalar R (dtype of the scores).
     """
-    sig_p, sig_n = margin_thresholds(orig_scores, mode)
+    sig_p, sig_n = margin_thresholds(orig_scores, mode, scores)  # [B], [B]
     if detach_thresholds:
         sig_p, sig_n = sig_p.detach(), sig_n.detach()
-    aug = _stack(aug_scores)  # [B, T', K+1]
+    aug = _reg_view(_stack(aug_scores), scores)  # [B, T', K+1]
     if aug.shape[0] != sig_p.shape[0]:
         raise ValueError("orig_scores and aug_scores must have the same batch size")
     pos_term = torch.clamp(aug[:, :, 0] - sig_p[:, None], min=0.0).mean()

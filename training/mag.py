@@ -1,4 +1,4 @@
-"""MAG: meta feature augmentation generator (SPEC section 5).
+"""MAG: meta feature augmentation generator (docs/METHODS.md section 5).
 
 One small MLP per view maps that view's L2-normalised 128-d embedding ``z`` to an augmented
 embedding ``z^`` on the same sphere:
@@ -115,7 +115,7 @@ def apply_mags(mags: nn.ModuleDict, z: dict[str, Tensor]) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def mag_norms(mags: nn.ModuleDict) -> dict[str, float]:
-    """Logging helper (SPEC section 4 asks to log MAG weight / grad norms because with the
+    """Logging helper (docs/METHODS.md section 4 asks to log MAG weight / grad norms because with the
     default delta the MAGs barely learn): ``{"mag_weight_norm": ..., "mag_grad_norm": ...}``,
     global L2 norms over all MAG parameters (grad norm 0.0 when no grads are set)."""
     w = torch.zeros(())

@@ -1,4 +1,4 @@
-"""Memory bank for instance discrimination (SPEC section 3, as in CMC).
+"""Memory bank for instance discrimination (docs/METHODS.md section 3, as in CMC).
 
 One bank per view holds a unit-norm 128-d "memory" of every training sample. For an anchor
 feature ``z[x][i]`` of view X and dataset index ``idx[i]`` the bank returns ``K + 1`` scores
@@ -8,13 +8,14 @@ products; temperatures / score maps belong to the losses.
 
 Three scoring modes give the same tensors (up to float rounding) for the same sample indices:
 
-- ``"full"`` (default, SPEC 3(a)): ``S = z[x] @ bank[y].T`` (``[B, N]``) then
+- ``"full"`` (default, docs/METHODS.md section 3(a)): ``S = z[x] @ bank[y].T`` (``[B, N]``) then
   ``S.gather(1, sample_idx)``. One GEMM instead of a ``B x (K+1) x d`` gather; on the 2-core
-  machine ~4 ms against ~270 ms per view pair for N = 50,000, K = 4096 (SPEC 3). Memory is
+  machine ~4 ms against ~270 ms per view pair for N = 50,000, K = 4096 (a planning figure,
+  docs/METHODS.md section 10). Memory is
   ``B x N`` floats per pair, so for very large N (ImageNet) prefer ``"gather"`` or ``"shared"``.
 - ``"gather"``: the naive reference, ``bank[y][sample_idx]`` (``[B, K+1, d]``) then a batched
   dot product. Exact, slow.
-- ``"shared"`` (SPEC 3(b)): *a change of sampling*: one set of K negatives is shared by every
+- ``"shared"`` (docs/METHODS.md section 3(b)): *a change of sampling*: one set of K negatives is shared by every
   anchor of the batch (as MoCo does). ``sample`` then returns a ``[B, K+1]`` tensor whose columns
   ``1..K`` are the same for every row, and scores are ``z[x] @ bank[y][neg].T`` plus a row-wise
   positive dot product.
@@ -52,14 +53,14 @@ def view_pairs(views: Sequence[str]) -> list[tuple[str, str]]:
 
 
 class MemoryBank(nn.Module):
-    """Per-view memory bank (SPEC section 3).
+    """Per-view memory bank (docs/METHODS.md section 3).
 
     Args:
         views: view names in canonical order (e.g. ``("l", "ab")`` or ``("l", "ab", "ori")``).
         num_samples: N, the number of training samples (dataset indices are ``0..N-1``).
         dim: feature dimension d (the encoder's ``embedding_dim``, 128).
-        num_negatives: K, negatives per anchor (SPEC default 4096; the official config uses 1024).
-        momentum: m in ``slot <- normalise(m * slot + (1 - m) * z)`` (SPEC default 0.5).
+        num_negatives: K, negatives per anchor (default 4096 as the paper; the official config uses 1024).
+        momentum: m in ``slot <- normalise(m * slot + (1 - m) * z)`` (default 0.5).
         scoring: ``"full"`` (default), ``"gather"`` or ``"shared"``; see the module docstring.
         generator: optional ``torch.Generator`` used for the random init and, unless
             :meth:`sample` gets its own, for negative sampling. Must live on the bank's device
@@ -180,14 +181,14 @@ class MemoryBank(nn.Module):
         if anchor.dtype != mem.dtype:
             anchor = anchor.to(mem.dtype)
         if self.scoring == "full":
-            # SPEC 3(a): one [B, N] GEMM, then pick each row's K+1 columns; the backward is a
+            # docs/METHODS.md section 3(a): one [B, N] GEMM, then pick each row's K+1 columns; the backward is a
             # fused gather-and-sum (see sampled_scores). Same numbers as the per-anchor gather
             # up to float rounding (both are d-term dot products of the same vectors).
             return sampled_scores(anchor, mem, sample_idx, self._workspace)
         if self.scoring == "gather":
             rows = mem[sample_idx]  # [B, K+1, d], the expensive reference path
             return torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
-        # "shared": one set of negatives for the whole batch (SPEC 3(b)).
+        # "shared": one set of negatives for the whole batch (docs/METHODS.md section 3(b)).
         neg = sample_idx[0, 1:]
         # Checked on CPU only (a host sync elsewhere).
         if sample_idx.device.type == "cpu" and not torch.equal(
@@ -248,7 +249,7 @@ class MemoryBank(nn.Module):
     # ------------------------------------------------------------------ update
     @torch.no_grad()
     def update(self, z: Mapping[str, Tensor], idx: Tensor) -> None:
-        """Momentum update of the slots of ``idx`` (SPEC section 3).
+        """Momentum update of the slots of ``idx`` (docs/METHODS.md section 3).
 
         ``bank[v][idx[i]] <- normalise(m * bank[v][idx[i]] + (1 - m) * z[v][i])`` for every view
         (L2 normalisation per row). Pass *encoder* features only, already gathered from all ranks
@@ -285,7 +286,7 @@ class _SampledScores(torch.autograd.Function):
         ctx.save_for_backward(mem, idx)
         ctx.workspace = workspace
         # One [B, N] GEMM then a gather: ~10x the dot products needed (K+1 of N columns), but a
-        # GEMM at peak beats any gather of B x (K+1) rows of d floats on this CPU (SPEC 3(a)).
+        # GEMM at peak beats any gather of B x (K+1) rows of d floats on this CPU (docs/METHODS.md section 3(a)).
         # The [B, N] product is written into a reused buffer rather than a fresh 25 MB tensor
         # per call (whose pages would be faulted in again each time).
         full = workspace.get(anchor.shape[0], mem.shape[0], mem) if workspace is not None else None

@@ -1,4 +1,4 @@
-"""The MAG meta step (SPEC section 6, step 2): second-order gradients for the MAGs.
+"""The MAG meta step (docs/METHODS.md section 6, step 2): second-order gradients for the MAGs.
 
 Given the (already updated) encoder parameters theta' and a minibatch x:
 
@@ -98,7 +98,7 @@ def mag_meta_gradients(
     method: str = "embed",
     grad_mode: str = "jvp",
 ) -> tuple[dict[str, Tensor], Tensor]:
-    """MAG gradients of the meta step (SPEC 6 step 2; see module docstring for the maths).
+    """MAG gradients of the meta step (docs/METHODS.md section 6, step 2; see module docstring for the maths).
 
     Args:
         encoder: module with ``encoder.<method>(x) -> {view: [B, d]}`` (MetAugEncoder.embed).
@@ -107,7 +107,7 @@ def mag_meta_gradients(
         mags: ``nn.ModuleDict`` view -> MAG (phi).
         x: the minibatch, passed as is to ``encoder.<method>``.
         loss_fn: ``(z, z_hat) -> scalar``, the encoder-step L_tot used for g.
-        inner_lr: eta_in (SPEC default 1e-3, the code's; the paper uses the encoder lr).
+        inner_lr: eta_in (default 1e-3, the official code's; the paper uses the encoder lr).
         outer_loss_fn: ``(z*, z_hat*) -> scalar`` MAG loss; defaults to ``loss_fn``. With
             ``reg_where="mag"`` it differs from ``loss_fn`` by ``alpha * R``
             (:func:`metaug_meta_step` builds both).
@@ -217,7 +217,7 @@ def metaug_meta_step(
     first_order: bool = False,
     grad_mode: str = "jvp",
 ) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
-    """SPEC 6 step 2 with the MetAug objective: :func:`mag_meta_gradients` with
+    """docs/METHODS.md section 6, step 2 with the MetAug objective: :func:`mag_meta_gradients` with
     ``loss_fn = L_tot(phase="encoder")`` and ``outer_loss_fn = L_tot(phase="mag")`` (the latter
     includes ``alpha * R`` unless ``cfg.reg_where == "off"``), both scored against ``bank`` at
     ``sample_idx`` (the bank is read, never updated; pass the step-1 indices or fresh ones).

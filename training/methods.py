@@ -1,9 +1,9 @@
-"""One training iteration of each method, composed from the math core (SPEC sections 3-6).
+"""One training iteration of each method, composed from the math core (docs/METHODS.md sections 3-6).
 
 ``cmc``    memory-bank CMC: scores of every ordered view pair, InfoNCE or NCE.
 ``oucl``   the same scores under MetAug's OUCL loss; no generators.
 ``metaug`` OUCL + one MAG per view + the margin-injected regulariser + the meta step, in the
-           official HEAD order (SPEC 6):
+           official HEAD order (docs/METHODS.md section 6):
 
     1. encoder step, MAGs frozen: z = f(x), z^ = MAG(z), L_tot(z, z^) (+ alpha R if reg_where
        = "both"), backward, SGD step of the encoder;
@@ -92,12 +92,13 @@ def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
         reg_c=mg.reg_c,
         reg_where=mg.reg_where,
         reg_detach_thresholds=mg.reg_detach_thresholds,
+        reg_scores=mg.reg_scores,
     )
 
 
 @contextlib.contextmanager
 def frozen(module: nn.Module | None) -> Iterator[None]:
-    """MAGs frozen for the encoder step (SPEC 6.1): no weight gradients are computed for them
+    """MAGs frozen for the encoder step (docs/METHODS.md section 6, step 1): no weight gradients are computed for them
     (gradients still flow *through* them into the encoder)."""
     if module is None:
         yield

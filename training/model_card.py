@@ -24,6 +24,7 @@ layer, k and T from it.
 from __future__ import annotations
 
 import json
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,9 +36,17 @@ from metaug_features.config import EncoderConfig
 from metaug_features.errors import ConfigError
 from metaug_features.model import MetAugEncoder
 
-#: Where the template lives in a source checkout (repo root / model_cards). The library never
-#: reads it; only this renderer (training / release tooling) does.
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "encoder_card.md"
+def _template_path() -> Path:
+    """Where ``encoder_card.md`` is: inside the installed package (pyproject maps the
+    repository's ``model_cards/`` to ``metaug_training/_model_cards/``), or, in a source
+    checkout, the repository's ``model_cards/`` (so an edit there is used at once). The library
+    never reads it; only this renderer (training / release tooling) does."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_model_cards" / "encoder_card.md"
+    return installed if installed.is_file() else here.parent / "model_cards" / "encoder_card.md"
+
+
+TEMPLATE_PATH = _template_path()
 
 LIBRARY_NAME = "metaug-features"
 DEFAULT_DATASET_TYPE = "cifar10"
@@ -118,12 +127,46 @@ def _kv_list(d: Mapping[str, Any]) -> str:
     return "\n".join(f"- {k}: {v}" for k, v in d.items()) if d else "- (not recorded)"
 
 
+def without_notes(value: Any) -> Any:
+    """``value`` with every mapping key that starts with "_" dropped, at any depth: recipes keep
+    their notes for readers there (``_comment``, ``_plan``), and the training config ignores them
+    (``training/config.py``); a card shows the settings only."""
+    if isinstance(value, Mapping):
+        return {k: without_notes(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [without_notes(v) for v in value]
+    return value
+
+
 def _recipe_text(recipe: Mapping[str, Any] | str) -> str:
     if isinstance(recipe, str):
         if (Path(__file__).resolve().parent / "recipes" / f"{recipe}.json").is_file():
             return f"Recipe: `{recipe}` (training/recipes/{recipe}.json; `metaug-train --config {recipe}`)."
         return f"Recipe: {recipe}."
-    return "Recipe (the training configuration, as run):\n\n```json\n" + json.dumps(recipe, indent=2, sort_keys=True) + "\n```"
+    return ("Recipe (the training configuration, as run):\n\n```json\n"
+            + json.dumps(without_notes(recipe), indent=2, sort_keys=True) + "\n```")
+
+
+def builtin_alias(repo_id: str | None) -> tuple[str, str, str] | None:
+    """``(alias, repo_id, revision)`` of the built-in alias (``metaug_features.hub.MODEL_ALIASES``,
+    read at render time) that points to ``repo_id``, or None."""
+    from metaug_features.hub import MODEL_ALIASES
+
+    for alias, (rid, revision) in MODEL_ALIASES.items():
+        if repo_id is not None and rid == repo_id:
+            return alias, rid, revision
+    return None
+
+
+#: The template's Hub-status alternatives: the first block for a model a built-in alias names
+#: (shipped in the package), the second for any other folder.
+_HUB_STATUS = re.compile(r"<!-- hub-status: built-in -->\n(?P<builtin>.*?)<!-- hub-status: other -->\n"
+                         r"(?P<other>.*?)<!-- hub-status: end -->\n", re.S)
+
+
+def _select_hub_status(text: str, builtin: bool) -> str:
+    """Keep the template's Hub-status block that applies (a template without one is unchanged)."""
+    return _HUB_STATUS.sub(lambda m: m.group("builtin" if builtin else "other"), text, count=1)
 
 
 def render_card(
@@ -157,11 +200,17 @@ def render_card(
         template: another template file (default ``model_cards/encoder_card.md``).
         notes: release-specific limitations, each a sentence derived from the measurements
             (e.g. "below the random-init floor"); added to the card's Limitations list.
+
+    When ``repo_id`` is the repo of a built-in alias (``metaug_features.hub.MODEL_ALIASES``, read
+    now), the usage lines load the model by that alias and the card's "Hub status" names the
+    alias, its repo id and pinned revision; otherwise they use ``repo_id`` (or a folder path).
+    Recipe keys starting with "_" (notes such as ``_comment``, ``_plan``) are not rendered.
         comparison_title: the heading of the comparison section.
     Returns:
         README.md text: YAML front matter + Markdown.
     """
     metrics = check_metrics(metrics)
+    alias = builtin_alias(repo_id)
     enc = encoder if encoder is not None else MetAugEncoder(config)
     default_layer = config.default_layer or enc.config.default_layer or enc.layers[0]
     name = repo_id.split("/")[-1] if repo_id else f"metaug-{config.architecture}"
@@ -182,7 +231,12 @@ def render_card(
         "default_layer": default_layer,
         "default_dim": enc.feature_dim(default_layer),
         "layers": ", ".join(f"`{layer}` ({enc.feature_dim(layer)})" for layer in enc.layers),
-        "model_ref": repo_id or "path/to/this/folder",
+        # A built-in model loads by its alias (the copy shipped in the package, offline).
+        "model_ref": alias[0] if alias else (repo_id or "path/to/this/folder"),
+        "alias": alias[0] if alias else "",
+        "alias_repo_id": alias[1] if alias else "",
+        "alias_revision": alias[2] if alias else "",
+        "hub_repo_id": repo_id or "ORG/NAME",
         "resize_size": enc.preprocess.resize_size if hasattr(enc.preprocess, "resize_size") else config.resize_size,
         "input_size": enc.preprocess.input_size if hasattr(enc.preprocess, "input_size") else config.input_size,
         "recipe": _recipe_text(recipe),
@@ -196,7 +250,8 @@ def render_card(
         "license_text": _LICENSE_TEXT.get(license, license),
         "notes": "".join(f"\n- {n}" for n in (notes or [])),
     }
-    return load_template(template).substitute(values)
+    text = _select_hub_status(load_template(template).template, builtin=alias is not None)
+    return string.Template(text).substitute(values)
 
 
 def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAugEncoder | None], str]:

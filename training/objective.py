@@ -1,4 +1,4 @@
-"""The MetAug objective L_tot (SPEC section 4; paper eq. 11, official code variant).
+"""The MetAug objective L_tot (docs/METHODS.md section 4; paper eq. 11, official code variant).
 
     L_tot = L(z) + delta * sum_{S in terms} L(z with the views in S replaced by MAG outputs)
             (+ alpha * R  when the regulariser applies to this update)
@@ -20,7 +20,9 @@ Augmented-term sets (``aug_terms``):
 Regulariser placement (``reg_where``): ``"mag"`` (paper, default) adds ``alpha * R`` to the MAG
 (meta) loss only; ``"both"`` (official code) to the encoder loss too; ``"off"`` never. R uses
 the original scores for its thresholds and, as augmented scores, every pair whose anchor is
-augmented in at least one term.
+augmented in at least one term. ``reg_scores`` picks the scores R reads: ``"mapped"`` (official
+code, default) maps them ``s -> (s + 1) / 2`` as OUCL does; ``"raw"`` uses the dot products
+(exactly twice the mapped R).
 
 Nothing here writes to the memory bank.
 """
@@ -44,7 +46,7 @@ LossFn = Callable[[Sequence[Tensor]], Tensor]
 
 @dataclass(frozen=True)
 class OUCLOptions:
-    """Options of :func:`~metaug_training.losses.oucl_loss` (SPEC section 4 defaults)."""
+    """Options of :func:`~metaug_training.losses.oucl_loss` (docs/METHODS.md section 4 defaults)."""
 
     beta: float = 16.0
     margin: float | None = None
@@ -71,6 +73,9 @@ class ObjectiveConfig:
         reg_c: c in R (default 1e-4, hidden in the official code).
         reg_where: ``"mag"`` | ``"both"`` | ``"off"``.
         reg_detach_thresholds: stop gradients into R's thresholds (default False).
+        reg_scores: ``"mapped"`` (default: eq. 4-5 on ``(s + 1) / 2``, the official code) |
+            ``"raw"`` (eq. 4-5 on the raw dot products, twice the mapped value); see
+            :func:`~metaug_training.losses.margin_regularizer`.
     """
 
     loss: Any = field(default_factory=OUCLOptions)
@@ -81,6 +86,7 @@ class ObjectiveConfig:
     reg_c: float = 1e-4
     reg_where: str = "mag"
     reg_detach_thresholds: bool = False
+    reg_scores: str = "mapped"
 
 
 def make_loss_fn(loss: Any) -> LossFn:
@@ -139,7 +145,7 @@ def metaug_objective(
     phase: str = "encoder",
     orig_scores: Mapping[tuple[str, str], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_tot of SPEC section 4 for one update.
+    """L_tot of docs/METHODS.md section 4 for one update.
 
     Args:
         z: ``{view: [B, d]}`` encoder embeddings (unit-norm).
@@ -147,7 +153,7 @@ def metaug_objective(
         bank: the memory bank (read only here).
         sample_idx: ``[B, K+1]`` from ``bank.sample(idx)``.
         cfg: :class:`ObjectiveConfig` or any object with its attributes.
-        phase: ``"encoder"`` (SPEC 6 step 1) or ``"mag"`` (step 2's MAG loss); decides whether
+        phase: ``"encoder"`` (docs/METHODS.md section 6, step 1) or ``"mag"`` (step 2's MAG loss); decides whether
             ``alpha * R`` is added (see ``reg_where``).
         orig_scores: optional precomputed ``bank.scores(z, sample_idx)`` (saves one scoring).
 
@@ -203,6 +209,7 @@ def metaug_objective(
                 mode=getattr(cfg, "reg_mode", "large"),
                 c=float(getattr(cfg, "reg_c", 1e-4)),
                 detach_thresholds=bool(getattr(cfg, "reg_detach_thresholds", False)),
+                scores=getattr(cfg, "reg_scores", "mapped"),
             )
             logs["reg"] = reg.detach()
             total = total + alpha * reg

@@ -74,7 +74,7 @@ class TrainResult:
 def lr_factor(cfg: TrainConfig, step: int, spe: int) -> float:
     """Multiplier of the base learning rates at global step ``step`` (0-based).
 
-    "step": ``lr_decay ** (number of milestones <= epoch)`` with epoch = step // spe (SPEC 6:
+    "step": ``lr_decay ** (number of milestones <= epoch)`` with epoch = step // spe (docs/METHODS.md section 6:
     x0.1 at epochs 120/160/200 of 300); "cosine": ``(1 + cos(pi * t / T)) / 2`` per step over
     T = epochs * spe. A linear warm-up over ``warmup_epochs`` multiplies either.
     """

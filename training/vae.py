@@ -1,4 +1,4 @@
-"""The IDAA-shaped VAE that IDAA and A2 use as their image generator (SPEC sections 8-9).
+"""The IDAA-shaped VAE that IDAA and A2 use as their image generator (docs/METHODS.md sections 8-9).
 
 Architecture (for S x S RGB in [0, 1], S divisible by 4; CIFAR-10: S = 32)::
 
@@ -8,8 +8,8 @@ Architecture (for S x S RGB in [0, 1], S divisible by 4; CIFAR-10: S = 32)::
     decoder  Linear latent -> C * (S/4)^2, reshape, 2 residual blocks,
              convT 4x4/2 C -> C/2, BN, ReLU | convT 4x4/2 C/2 -> 3, sigmoid       [3, S, S]
 
-with C = 128 and latent 512 by default (SPEC: "two stride-2 4x4 convs to 128x8x8, two residual
-blocks, latent 512; mirrored decoder"). Training loss per image batch:
+with C = 128 and latent 512 by default (docs/METHODS.md section 8: two stride-2 4x4 convolutions to 128x8x8, two
+residual blocks, latent 512, a mirrored decoder). Training loss per image batch:
 
     L = mean((x_rec - x)^2) + kl_weight * KL(q(z|x) || N(0, I)) / (3 * S * S)
 
@@ -85,7 +85,7 @@ class _Residual(nn.Module):
 
 
 class IDAAVAE(nn.Module):
-    """Convolutional VAE of SPEC section 8 (see the module docstring for the layers)."""
+    """Convolutional VAE of docs/METHODS.md section 8 (see the module docstring for the layers)."""
 
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()
@@ -214,7 +214,7 @@ def load_vae(folder: str | Path, device: torch.device | str = "cpu") -> IDAAVAE:
 
 
 def freeze(vae: IDAAVAE) -> IDAAVAE:
-    """Eval mode and no parameter gradients, ever (SPEC 8: the VAE never accumulates gradients)."""
+    """Eval mode and no parameter gradients, ever (docs/METHODS.md section 8: the VAE never accumulates gradients)."""
     vae.eval()
     for p in vae.parameters():
         p.requires_grad_(False)

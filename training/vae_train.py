@@ -24,10 +24,17 @@ from typing import Any, Callable
 import torch
 
 from metaug_features.atomic import atomic_write_text
+from metaug_features.device import resolve_device
+from metaug_features.errors import ConfigError
 
 from .checkpoint import CheckpointError, git_commit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import ImageArray, load_image_array, split_exists
-from .vae import IDAAVAE, VAEConfig, psnr, save_vae, vae_loss
+from .vae import IDAAVAE, VAEConfig, VAEError, psnr, save_vae, vae_loss
+
+
+class VAEDivergedError(VAEError, FloatingPointError):
+    """The VAE loss became NaN or infinite (a smaller learning rate usually fixes it)."""
+
 
 STATE_NAME = "train_state.pt"
 HOLDOUT_FRACTION = 0.02
@@ -74,12 +81,12 @@ def train_vae(
     ``test_psnr_db`` and which images it was measured on.
     """
     started = time.monotonic()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     cfg = config or VAEConfig()
     out = Path(out_dir)
     train = load_image_array(path, split="train", size=cfg.image_size, cache_dir=cache_dir, limit=limit)
     if train.images.shape[1] != cfg.image_size or train.images.shape[2] != cfg.image_size:
-        raise ValueError(f"images are {train.images.shape[1]}x{train.images.shape[2]}, the VAE wants {cfg.image_size}")
+        raise ConfigError(f"images are {train.images.shape[1]}x{train.images.shape[2]}, the VAE wants {cfg.image_size}")
     n = len(train)
     all_rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     if eval_split == "train" or not split_exists(path, eval_split) or not split_exists(path, "train"):
@@ -110,7 +117,7 @@ def train_vae(
     m = len(train_rows)
     steps = m // batch_size
     if steps < 1:
-        raise ValueError(f"batch_size {batch_size} is larger than the {m} training images")
+        raise ConfigError(f"batch_size {batch_size} is larger than the {m} training images")
     for epoch in range(start_epoch, epochs):
         g = torch.Generator().manual_seed(seed * 1000003 + epoch)
         order = train_rows[torch.randperm(m, generator=g)]
@@ -130,7 +137,7 @@ def train_vae(
             sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
         loss_m, mse_m, kl_m = (sums / steps).tolist()
         if not torch.isfinite(torch.tensor(loss_m)):
-            raise FloatingPointError(f"VAE loss became {loss_m} in epoch {epoch}; lower --lr")
+            raise VAEDivergedError(f"VAE loss became {loss_m} in epoch {epoch}; lower --lr")
         save_checkpoint(state_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                                      "fingerprint": train.fingerprint, "rng": rng_state()})
         if log:

@@ -1,4 +1,4 @@
-"""View generators: IDAA and A2 as extra views that plug into any method (SPEC sections 8-9).
+"""View generators: IDAA and A2 as extra views that plug into any method (docs/METHODS.md sections 8-9).
 
 The contract (:class:`ViewGenerator`) is deliberately small, so that the training step has no
 special case per generator (``methods.generated_view_loss`` is the only caller):
@@ -138,7 +138,7 @@ class ViewGenerator(nn.Module, abc.ABC):
 
 
 class IDAAViews(ViewGenerator):
-    """IDAA's adversarial latent view (SPEC 8): x_adv = x1 + G(z') - G(x1), z' the result of
+    """IDAA's adversarial latent view (docs/METHODS.md section 8): x_adv = x1 + G(z') - G(x1), z' the result of
     ``steps`` sign-gradient ascent steps of size eps / steps from z = mu(x1) on ``attack``."""
 
     name = "idaa"
@@ -216,7 +216,7 @@ class IDAAViews(ViewGenerator):
 
 
 class A2Views(ViewGenerator):
-    """A2 with a VAE generator (SPEC 9), labelled as such everywhere.
+    """A2 with a VAE generator (docs/METHODS.md section 9), labelled as such everywhere.
 
     perturb: x_gen = G(mu(x) + sigma * noise) of the batch's crops;
     search: x_gen = the batch's crop of decode(w), w one of the image's searched latents

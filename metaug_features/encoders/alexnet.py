@@ -1,4 +1,4 @@
-"""Half of the split AlexNet of CMC / MetAug (SPEC section 2): one such network per view.
+"""Half of the split AlexNet of CMC / MetAug (docs/METHODS.md section 2): one such network per view.
 
 Block structure (channels at width 1.0; every count is scaled by ``width``)::
 

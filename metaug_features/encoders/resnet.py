@@ -1,4 +1,4 @@
-"""One ResNet-50 trunk per view (SPEC section 2), from torchvision's definition.
+"""One ResNet-50 trunk per view (docs/METHODS.md section 2), from torchvision's definition.
 
 The first convolution takes 1 / 2 / 3 channels; the "cifar" stem replaces the 7x7/2 conv and
 max-pool with a 3x3/1 conv (the usual CIFAR adaptation). The projection head is

@@ -4,11 +4,18 @@
   the run with the lowest objective (sum of squared distances to the centroids) wins.
   Features are L2-normalised first by default, so squared distance = 2 - 2 cos (the geometry
   the k-NN evaluation uses).
-- Metrics (all in [0, 1] except accuracy in %):
-  NMI  = I(Y; K) / ((H(Y) + H(K)) / 2)   (sklearn, ``average_method="arithmetic"``)
-  ARI  = adjusted Rand index (Hubert & Arabie 1985), sklearn
-  ACC  = max over one-to-one maps m of mean(m(k_i) == y_i): the Hungarian assignment on the
-         contingency table (scipy ``linear_sum_assignment``, maximising matches).
+- Metrics, all in percent (0-100, like every accuracy this package reports):
+  ``nmi_percent``  100 x I(Y; K) / ((H(Y) + H(K)) / 2)   (sklearn, ``average_method="arithmetic"``)
+  ``ari_percent``  100 x adjusted Rand index (Hubert & Arabie 1985), sklearn (can be negative)
+  ``accuracy``     100 x max over one-to-one maps m of mean(m(k_i) == y_i): the Hungarian
+                   assignment on the contingency table (scipy ``linear_sum_assignment``,
+                   maximising matches).
+
+Unit rule (the whole package): every evaluation number is in percent. Accuracies keep their
+names (``top1``, ``accuracy``, ...); NMI and ARI, conventionally fractions in [0, 1], carry the
+unit in their key (``nmi_percent``, ``ari_percent``). A record with a bare ``nmi`` / ``ari`` key
+comes from before this rule (evaluation reports of version 1, ``benchmarks/evaluate_encoder.py``
+records up to v0.2.0) and holds a fraction: :func:`clustering_in_percent` reads both.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from ..errors import EvaluationInputError
 from .checks import check_features, check_labels, l2_normalize
 from .knn import faiss_threads
 
-__all__ = ["ClusteringResult", "kmeans", "hungarian_accuracy", "cluster_metrics", "cluster_evaluate", "PROTOCOL"]
+__all__ = ["ClusteringResult", "kmeans", "hungarian_accuracy", "cluster_metrics", "cluster_evaluate",
+           "clustering_in_percent", "PROTOCOL"]
 
-PROTOCOL = "k-means (faiss, best objective over seeded restarts) vs labels: NMI, ARI, Hungarian-matched accuracy"
+PROTOCOL = ("k-means (faiss, best objective over seeded restarts) vs labels: NMI, ARI, Hungarian-matched accuracy, "
+            "all in percent")
 
 
 def _as_ids(labels: np.ndarray) -> np.ndarray:
@@ -56,15 +65,32 @@ def hungarian_accuracy(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndar
 
 
 def cluster_metrics(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> dict[str, float]:
-    """NMI, ARI and Hungarian accuracy of a clustering ``y_pred`` against labels ``y_true``."""
+    """NMI, ARI and Hungarian accuracy of a clustering ``y_pred`` against labels ``y_true``, in
+    percent: ``{"nmi_percent", "ari_percent", "accuracy"}`` (see the module docstring)."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     return {
-        "nmi": float(normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic")),
-        "ari": float(adjusted_rand_score(y_true, y_pred)),
+        "nmi_percent": 100.0 * float(normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic")),
+        "ari_percent": 100.0 * float(adjusted_rand_score(y_true, y_pred)),
         "accuracy": hungarian_accuracy(y_true, y_pred),
     }
+
+
+def clustering_in_percent(metrics: dict) -> dict[str, float]:
+    """``{"nmi_percent", "ari_percent", "accuracy"}`` of a clustering record of any age: a record
+    written under the unit rule (keys ``nmi_percent`` / ``ari_percent``) is returned as is, an
+    older one (bare ``nmi`` / ``ari``, fractions in [0, 1]) is scaled by 100. ``accuracy`` was
+    always in percent."""
+    out = {}
+    for name in ("nmi", "ari"):
+        if f"{name}_percent" in metrics:
+            out[f"{name}_percent"] = float(metrics[f"{name}_percent"])
+        elif name in metrics:
+            out[f"{name}_percent"] = 100.0 * float(metrics[name])
+    if "accuracy" in metrics:
+        out["accuracy"] = float(metrics["accuracy"])
+    return out
 
 
 def kmeans(
@@ -131,8 +157,8 @@ def _best_of_restarts(x: np.ndarray, n_clusters: int, restarts: int, seed: int, 
 
 @dataclass
 class ClusteringResult:
-    """Outcome of :func:`cluster_evaluate`: metrics (nmi, ari, accuracy %), cluster ids, the
-    objective of each restart, parameters."""
+    """Outcome of :func:`cluster_evaluate`: metrics (``nmi_percent``, ``ari_percent``,
+    ``accuracy``, all in %), cluster ids, the objective of each restart, parameters."""
 
     metrics: dict[str, float]
     assignments: np.ndarray

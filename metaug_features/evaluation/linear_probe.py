@@ -1,6 +1,6 @@
 """Fast ("features-once") linear probe on precomputed features.
 
-This is NOT the paper's linear-evaluation protocol (SPEC section 7: SGD on a linear layer for 60
+This is NOT the paper's linear-evaluation protocol (docs/METHODS.md section 7: SGD on a linear layer for 60
 epochs with train-time augmentation, see ``paper_probe.py``); it is the cheap routine number, and
 every result it produces says so in its ``protocol`` field.
 

@@ -1,4 +1,4 @@
-"""The paper's linear-evaluation protocol (SPEC section 7), for users who have the encoder and
+"""The paper's linear-evaluation protocol (docs/METHODS.md section 7), for users who have the encoder and
 the images.
 
 Unlike the rest of :mod:`metaug_features.evaluation` this module runs a network: a frozen
@@ -37,7 +37,7 @@ __all__ = ["PaperProbeConfig", "PaperProbeResult", "paper_linear_probe", "sample
 
 @dataclass(frozen=True)
 class PaperProbeConfig:
-    """Settings of the paper's linear probe (defaults = SPEC section 7)."""
+    """Settings of the paper's linear probe (defaults = docs/METHODS.md section 7)."""
 
     epochs: int = 60
     lr: float = 0.1
@@ -274,7 +274,7 @@ def paper_linear_probe(
         ci = float(_t_quantile_975(vals.size - 1) * vals.std(ddof=1) / math.sqrt(vals.size))
     budget = "paper budget" if config.is_paper_budget else "REDUCED budget (not the paper's schedule)"
     protocol = (
-        f"paper linear probe (SPEC section 7; {budget}): frozen encoder, one linear layer on '{layer}', "
+        f"paper linear probe (docs/METHODS.md section 7; {budget}): frozen encoder, one linear layer on '{layer}', "
         f"SGD lr {config.lr} momentum {config.momentum}, batch {config.batch_size}, {config.epochs} epochs, "
         f"lr x{config.gamma} at {list(config.milestones)}, RandomResizedCrop scale {tuple(config.crop_scale)} + flip; "
         f"test top-1 averaged over the last {config.average_last} epoch(s), mean over {vals.size} seed(s)"

@@ -1,9 +1,9 @@
 """Evaluation reports: one JSON document per run, and a readable table for the terminal.
 
-Report layout (``format: "metaug-eval-report", version 1``)::
+Report layout (``format: "metaug-eval-report", version 2``)::
 
     {
-      "format": "metaug-eval-report", "version": 1,
+      "format": "metaug-eval-report", "version": 2,
       "created_utc": "2026-11-23T18:00:00Z",
       "software": {"metaug_features": "0.1.0", "numpy": ..., "faiss": ..., "sklearn": ...},
       "inputs": {"train": {"path", "features_file", "features_sha256", "num_rows", "dim", "model", "layer"},
@@ -16,6 +16,12 @@ Report layout (``format: "metaug-eval-report", version 1``)::
 
 Every metric sits next to the protocol that produced it, so a number copied out of a report
 still says whether it is a fast probe or the paper's protocol.
+
+Units: every metric is in percent (0-100) except ``chosen_c`` and the plots' mean similarities.
+Accuracies keep their plain names (``k200_top1``, ``top1``, ``accuracy``); the k-means NMI and ARI
+carry the unit in the key (``nmi_percent``, ``ari_percent``). Version 1 reports stored those two
+as fractions under ``nmi`` / ``ari``; version 2 is the first with the percent keys
+(:func:`~metaug_features.evaluation.clustering.clustering_in_percent` reads both).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from ..atomic import atomic_write_text
 __all__ = ["array_sha256", "input_info", "report_entry", "build_report", "write_report", "format_table"]
 
 REPORT_FORMAT = "metaug-eval-report"
-REPORT_VERSION = 1
+#: 2: k-means NMI / ARI in percent as ``nmi_percent`` / ``ari_percent`` (1: fractions as ``nmi`` / ``ari``).
+REPORT_VERSION = 2
 
 
 def array_sha256(x: np.ndarray) -> str:

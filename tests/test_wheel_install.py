@@ -1,0 +1,86 @@
+"""The shipped models work anywhere: a plain (non-editable) install from a wheel, used from a
+folder outside the repository with the Hub offline, resolves ``hub/cifar10-conv`` and the
+aliases to the model folders installed with the package, and renders cards from the template
+installed with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaug_features import load_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+#: What a wheel is built from (a copy, so the build leaves nothing in the checkout).
+SOURCES = ["pyproject.toml", "README.md", "metaug_features", "cli", "training", "model_cards", "hub/cifar10-conv", "hub/cifar10-fc"]
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+    assert res.returncode == 0, f"{cmd}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """Build a wheel from a copy of the sources and install it (no dependencies: those are the
+    test environment's) into a fresh target folder outside the repository."""
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w", str(root / "dist")])
+    (wheel,) = (root / "dist").glob("metaug_features-*.whl")
+    target = root / "site"
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
+    return target
+
+
+def _env(target: Path, home: Path) -> dict[str, str]:
+    # The installed copy first on the path; the test environment supplies torch & co. The Hub
+    # is offline and its cache empty, so nothing can come from a download.
+    return dict(os.environ, PYTHONPATH=str(target), HF_HUB_OFFLINE="1", HF_HOME=str(home / "hf"), METAUG_HUB_ORG="nobody-offline")
+
+
+def test_wheel_extracts_with_the_shipped_model_offline(installed, tmp_path):
+    images = tmp_path / "images"
+    for cls in ("cat", "ship"):
+        shutil.copytree(REPO / "examples" / "cifar10-sample" / cls, images / cls)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = _env(installed, tmp_path)
+    script = installed / "bin" / "metaug-extract"
+    _run([sys.executable, str(script), "--model", "hub/cifar10-conv", str(images), "--output", "out", "--quiet"], cwd=work, env=env)
+    feats = np.load(work / "out" / "features.npy")
+    assert feats.shape == (40, 1728)
+    # The installed folder holds the same weights as the repository's: same features.
+    expected = load_encoder(REPO / "hub" / "cifar10-conv").extract(sorted(images.glob("*/*.jpg"))).numpy()
+    np.testing.assert_allclose(feats, expected, atol=1e-5)
+
+    probe = _run(
+        [sys.executable, "-c", (
+            "import json, metaug_features, metaug_training.model_card as mc\n"
+            "from metaug_features import load_encoder\n"
+            "from metaug_features.hub import resolve_model_dir\n"
+            "enc = load_encoder('cifar10-fc')\n"
+            "print(json.dumps({'package': metaug_features.__file__, 'dim': enc.feature_dim(),\n"
+            "                  'fc': str(resolve_model_dir('cifar10-fc')), 'template': str(mc.TEMPLATE_PATH),\n"
+            "                  'template_ok': mc.TEMPLATE_PATH.is_file()}))"
+        )],
+        cwd=work, env=env,
+    )
+    facts = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert Path(facts["package"]).is_relative_to(installed), facts  # not the checkout's copy
+    assert Path(facts["fc"]).is_relative_to(installed) and facts["dim"] == 3072
+    assert Path(facts["template"]).is_relative_to(installed) and facts["template_ok"]
