@@ -133,16 +133,49 @@ def _committed_states() -> list[tuple[str, Path]]:
 def test_committed_state_loads_and_continues_its_recipe(recipe_name, state_dir):
     """A candidate's committed state reads (every file's sha256 checked), belongs to its recipe's
     run (only run.* may differ, and data.path where the archive sits elsewhere), carries the MAGs
-    and fits the 30 MB budget; its step is the candidate row's."""
+    when the method has them and fits the 30 MB budget; its step is the candidate row's."""
     recipe = REPO / "training" / "recipes" / recipe_name
     state = load_compact_state(state_dir)
     changed = [k for k in diff_keys(TrainConfig.from_dict(state["config"]), load_config(str(recipe)))
                if not k.startswith("run.")]
     assert changed in ([], ["data.path"])
-    assert state["mags"] is not None and len(state["encoder"]) > 0
+    assert len(state["encoder"]) > 0
+    assert (state["mags"] is not None) == (load_config(str(recipe)).method == "metaug")
     assert sum(p.stat().st_size for p in state_dir.iterdir()) <= STATE_BUDGET_BYTES
     rows = [r for r in load_benchmark("recipe_study").read_rows() if r["recipe"] == str(recipe.relative_to(REPO))]
     assert all(state["step"] == r["step"] for r in rows)  # once evaluated, the row is of these weights
+
+
+def _float16_state_bytes(recipe: Path) -> int:
+    """What a compact state of ``recipe``'s run weighs in float16: its encoder's and (MetAug) its
+    MAGs' floating tensors at 2 bytes each, counted on freshly built modules."""
+    from metaug_features.model import build_encoder
+    from metaug_training.mag import build_mags_for
+
+    cfg = load_config(str(recipe))
+    encoder = build_encoder(cfg.encoder_config())
+    modules = [encoder] + ([build_mags_for(encoder)] if cfg.method == "metaug" else [])
+    return sum(2 * t.numel() for m in modules for t in m.state_dict().values() if t.is_floating_point())
+
+
+def test_float16_state_size_matches_the_committed_state():
+    """The size estimate used below agrees with a real committed state (within its state.json)."""
+    recipe, state_dir = next(iter(_committed_states()), (None, None))
+    if recipe is None:
+        pytest.skip("no candidate state committed yet")
+    weights = sum(p.stat().st_size for p in state_dir.iterdir() if p.suffix == ".safetensors")
+    assert _float16_state_bytes(REPO / "training" / "recipes" / recipe) == pytest.approx(weights, rel=0.01)
+
+
+@pytest.mark.skipif(not load_benchmark("recipe_study").JSONL.is_file(), reason="no candidate recorded yet")
+def test_every_candidate_commits_its_state_unless_it_cannot_fit(study):
+    """Issue #34 asks for each candidate's resume state within the 30 MB budget. Where a recipe's
+    weights alone exceed it in float16 (alexnet32 width 1.0), only its log and config are
+    committed (benchmarks/study_leg.sh); any other candidate must have its state committed."""
+    for row in _rows(study):
+        recipe = REPO / row["recipe"]
+        if not has_compact_state(REPO / json.loads(recipe.read_text())["run"]["warm_start"]):
+            assert _float16_state_bytes(recipe) > STATE_BUDGET_BYTES, f"{row['name']}: its state fits; commit it"
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "training" / "recipes").glob("study-*.json")), ids=lambda p: p.stem)
