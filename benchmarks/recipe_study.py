@@ -191,8 +191,10 @@ def slope(row: dict[str, Any]) -> float | None:
 def _change_text(row: dict[str, Any]) -> str:
     if not row["changes"]:
         return "campaign 1 recipe"
-    return "; ".join(f"{k.split('.', 1)[-1] if not k.startswith('model.') else k[6:]} {b} -> {c}"
-                     for k, (b, c) in row["changes"].items() if k != "optim.epochs")
+    # Full dotted keys: metaug.lr and optim.lr would otherwise read alike. A section the
+    # candidate's method drops (new value None, e.g. metaug.* for OUCL) is said once by `method`.
+    return "; ".join(f"{k} {b} -> {c}" for k, (b, c) in row["changes"].items()
+                     if k != "optim.epochs" and c is not None)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
