@@ -1,6 +1,6 @@
 """The CPU training campaign's record: one row per leg, the learning-curve plot, the release cards.
 
-The flagship run (``training/recipes/cifar10-alexnet32-metaug.json``) trains in legs of one
+The flagship run (``metaug_training/recipes/cifar10-alexnet32-metaug.json``) trains in legs of one
 session each; ``benchmarks/CAMPAIGN.md`` has the plan. After a leg stops:
 
     python benchmarks/evaluate_encoder.py --model runs/cifar10-alexnet32-metaug/full/export \\
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "training" / "recipes" / "cifar10-alexnet32-metaug.json"
+RECIPE = REPO / "metaug_training" / "recipes" / "cifar10-alexnet32-metaug.json"
 RUN = REPO / "runs" / "cifar10-alexnet32-metaug" / "full"
 JSONL = REPO / "benchmarks" / "campaign.jsonl"
 PNG = REPO / "benchmarks" / "campaign.png"
@@ -257,7 +257,7 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
     f = 0.5 * (1 + math.cos(math.pi * min(row["epoch"] / o["epochs"], 1.0)))
     done = schedule_complete(row, o["epochs"])
     budget = {
-        "command": f"metaug-train --config training/recipes/{recipe_path.name} --resume (one leg per session)",
+        "command": f"metaug-train --config metaug_training/recipes/{recipe_path.name} --resume (one leg per session)",
         "campaign": f"leg {row['leg']} of {LEGS}; epoch {row['epoch']} of the planned {o['epochs']} "
                     f"(benchmarks/CAMPAIGN.md)",
         "training time": f"{row['training_minutes']} minutes on 2 CPU cores ({2 * row['training_minutes'] / 60:.1f} core-hours)",

@@ -74,7 +74,7 @@ import json, sys
 from pathlib import Path
 record = {"_comment": json.load(open("benchmarks/current_release.json"))["_comment"], "record": "benchmarks/campaign",
           "evaluation": sys.argv[1], "evaluated_folder": "hub/cifar10-fc",
-          "recipe": "training/recipes/cifar10-alexnet32-metaug.json"}
+          "recipe": "metaug_training/recipes/cifar10-alexnet32-metaug.json"}
 tmp = Path("benchmarks/current_release.json.tmp")
 tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace("benchmarks/current_release.json")

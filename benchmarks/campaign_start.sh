@@ -25,6 +25,6 @@ if [ ! -f "$RUN/log.jsonl" ] && [ -f runs/cifar10-alexnet32-metaug/log.jsonl ]; 
     cp runs/cifar10-alexnet32-metaug/log.jsonl "$RUN/log.jsonl"
 fi
 PY=${METAUG_PY:-python}
-setsid nohup "$PY" -m metaug_cli.train --config training/recipes/cifar10-alexnet32-metaug.json --resume \
+setsid nohup "$PY" -m metaug_cli.train --config metaug_training/recipes/cifar10-alexnet32-metaug.json --resume \
     "run.stop_after_minutes=$MINUTES" >> "$RUN/train.out" 2>&1 < /dev/null &
 echo "started (pid $!): $MINUTES training minutes, stops by $(date -d "@$(( NOW + MINUTES * 60 ))" +%H:%M); log $RUN/train.out"

@@ -8,7 +8,7 @@ multi-octave luminance texture and fine sensor-like grain, so the file has the s
 entropy of a camera photo (2-3 MB) rather than a flat gradient.
 
 For each photo: ``load_image(path, draft=False)`` (full decode, the pixels of metaug-features
-0.1.0, bit-identical: ``tests/test_preprocess.py``) vs ``load_image(path)`` (draft mode), timed
+0.1.0, bit-identical: ``tests/features/test_preprocess.py``) vs ``load_image(path)`` (draft mode), timed
 alternately, median of ``--repeats`` runs each; then the uint8 [3, S, S] outputs and the
 features of ``--model`` (its default layer) of both are compared. As a yardstick for the
 feature difference, the same photo is also saved at quality 89 and decoded in full: what any

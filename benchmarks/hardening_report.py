@@ -42,14 +42,14 @@ START, END = "<!-- hardening:start -->", "<!-- hardening:end -->"
 FUZZ_EXAMPLES = 20_000
 #: The hardening test files, with what each one attacks (the rows of the table).
 SUITES = {
-    "tests/test_decode_fuzz.py": "image fuzzing (hypothesis): random bytes, every PIL mode and size, truncations, odd formats",
-    "tests/test_extract_bad_inputs.py": "bad image files through the CLI (empty, truncated, bombs, FIFOs, CMYK, 16-bit, EXIF, permissions)",
-    "tests/test_decode_pool.py": "decoders that hang (Python or C) or crash: per-file time limit, crash isolation, no orphans",
-    "tests/test_extract_hostile_folders.py": "hostile folders: symlink loops, newline names, files vanishing or changing mid-run",
-    "tests/test_model_io.py": "hostile model folders: pickles, wrong dtype/shape/extra tensors, bad configs, links out, bad cards",
-    "tests/test_extract_write_errors.py": "write errors (full disk, read-only) keep earlier outputs intact",
-    "tests/test_extract_lock.py": "two extractions into one output: refused by a lock, no corruption",
-    "tests/test_kill_restart.py": "20 SIGKILLs each of an extraction and a training run, restarted to the uninterrupted result",
+    "tests/features/test_decode_fuzz.py": "image fuzzing (hypothesis): random bytes, every PIL mode and size, truncations, odd formats",
+    "tests/extraction/test_extract_bad_inputs.py": "bad image files through the CLI (empty, truncated, bombs, FIFOs, CMYK, 16-bit, EXIF, permissions)",
+    "tests/features/test_decode_pool.py": "decoders that hang (Python or C) or crash: per-file time limit, crash isolation, no orphans",
+    "tests/extraction/test_extract_hostile_folders.py": "hostile folders: symlink loops, newline names, files vanishing or changing mid-run",
+    "tests/features/test_model_io.py": "hostile model folders: pickles, wrong dtype/shape/extra tensors, bad configs, links out, bad cards",
+    "tests/extraction/test_extract_write_errors.py": "write errors (full disk, read-only) keep earlier outputs intact",
+    "tests/extraction/test_extract_lock.py": "two extractions into one output: refused by a lock, no corruption",
+    "tests/extraction/test_kill_restart.py": "20 SIGKILLs each of an extraction and a training run, restarted to the uninterrupted result",
 }
 
 

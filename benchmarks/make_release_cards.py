@@ -10,7 +10,7 @@ hand: every number on a card comes from these files.
         --metaug-eval benchmarks/release/metaug.json --cmc-eval benchmarks/release/cmc.json \\
         --floor-eval benchmarks/release/floor.json \\
         --metaug-run runs/cifar10-release-metaug/full --cmc-run runs/cifar10-release-cmc/full \\
-        --recipe training/recipes/cifar10-release-metaug.json --out benchmarks/release
+        --recipe metaug_training/recipes/cifar10-release-metaug.json --out benchmarks/release
 
 writes ``card-conv.json``, ``card-fc.json`` and ``summary.md`` into ``--out``.
 """
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = json.loads(args.recipe.read_text())
     recipe_name = args.recipe.stem
     budget = {
-        "command": f"metaug-train --config training/recipes/{args.recipe.name}",
+        "command": f"metaug-train --config metaug_training/recipes/{args.recipe.name}",
         "wall-clock": f"{mb['wall_clock_minutes']} minutes on one CPU core (run.stop_after_minutes)",
         "epochs reached": mb["epochs"],
         "steps": mb["steps"],
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "meta step": f"every {mb['meta_every']} iterations (metaug.meta_every)",
         "throughput": f"{mb['images_per_second']} images/s",
         "CMC baseline": f"same encoder, views, batch and schedule shape, same wall-clock: {cb['epochs']} epochs at "
-                        f"{cb['images_per_second']} images/s (training/recipes/cifar10-release-cmc.json)",
+                        f"{cb['images_per_second']} images/s (metaug_training/recipes/cifar10-release-cmc.json)",
     }
     rows = comparison_rows(evals, budgets)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The recipe study (issue #34): which recipe buys the most accuracy per CPU-hour.
 
-Four candidate recipes (``training/recipes/study-*.json``) each train for about the baseline's
+Four candidate recipes (``metaug_training/recipes/study-*.json``) each train for about the baseline's
 124.3 minutes (campaign 1's leg 1, ``benchmarks/campaign.jsonl``; not re-run), one session each,
 started like a campaign leg (``bash benchmarks/study_start.sh RECIPE MINUTES``). After a
 candidate's run stops, ``bash benchmarks/study_leg.sh NAME RECIPE`` evaluates it and calls:
@@ -28,7 +28,7 @@ candidate's run stops, ``bash benchmarks/study_leg.sh NAME RECIPE`` evaluates it
 
 ``results`` renders the table and the plot from the rows and the baseline alone. The PNG carries
 the SHA-256 of the rows it was drawn from (text chunk ``rows_sha256``), so
-``tests/test_recipe_study.py`` can check that table, plot and rows agree.
+``tests/release/test_recipe_study.py`` can check that table, plot and rows agree.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 JSONL = REPO / "benchmarks" / "recipe_study.jsonl"
 PNG = REPO / "benchmarks" / "recipe_study.png"
-BASELINE_RECIPE = REPO / "training" / "recipes" / "cifar10-alexnet32-metaug.json"
+BASELINE_RECIPE = REPO / "metaug_training" / "recipes" / "cifar10-alexnet32-metaug.json"
 MARKERS = ("<!-- recipe_study:start -->", "<!-- recipe_study:end -->")
 #: Candidates must train within this fraction of the baseline's minutes (the issue's rule).
 MINUTES_TOLERANCE = 0.10

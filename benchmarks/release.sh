@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The release pipeline of the first CIFAR-10 models (issue #5), after the two training runs:
 #
-#   metaug-train --config training/recipes/cifar10-release-metaug.json &   # both side by side,
-#   metaug-train --config training/recipes/cifar10-release-cmc.json &      # one core each
+#   metaug-train --config metaug_training/recipes/cifar10-release-metaug.json &   # both side by side,
+#   metaug-train --config metaug_training/recipes/cifar10-release-cmc.json &      # one core each
 #   wait
 #   bash benchmarks/release.sh
 #
@@ -10,7 +10,7 @@
 #    architecture with benchmarks/evaluate_encoder.py (k-NN, fast probe, k-means; conv and fc);
 # 2. turns the measurements into card-metrics files (benchmarks/make_release_cards.py);
 # 3. exports hub/cifar10-conv (truncated after conv) and hub/cifar10-fc (truncated after fc) from
-#    the MetAug checkpoint, cards rendered from model_cards/encoder_card.md;
+#    the MetAug checkpoint, cards rendered from metaug_training/model_cards/encoder_card.md;
 # 4. checks both folders: metaug-push --dry-run, and benchmarks/reproduce_release.py re-measures
 #    the cards' k-NN numbers through metaug-extract (within 0.3 points).
 #
@@ -26,7 +26,7 @@ OUT=${OUT:-benchmarks/release}
 HUB=${HUB:-hub}
 METAUG_RUN=${METAUG_RUN:-runs/cifar10-release-metaug/full}
 CMC_RUN=${CMC_RUN:-runs/cifar10-release-cmc/full}
-FLOOR_WIDTH=$(python -c "import json; print(json.load(open('training/recipes/cifar10-release-metaug.json'))['model']['width'])")
+FLOOR_WIDTH=$(python -c "import json; print(json.load(open('metaug_training/recipes/cifar10-release-metaug.json'))['model']['width'])")
 
 if [ ! -d "$DATA/train" ]; then
     mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar
@@ -49,7 +49,7 @@ wait $p1; wait $p2; wait $p3   # set -e: a failed job stops here (its log is in 
 echo "[release] 2/4 card metrics"
 python benchmarks/make_release_cards.py --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
     --floor-eval "$OUT/floor.json" --metaug-run "$METAUG_RUN" --cmc-run "$CMC_RUN" \
-    --recipe training/recipes/cifar10-release-metaug.json --out "$OUT"
+    --recipe metaug_training/recipes/cifar10-release-metaug.json --out "$OUT"
 
 echo "[release] 3/4 export"
 for layer in conv fc; do
@@ -64,14 +64,14 @@ for layer in conv fc; do   # the repo the built-in alias cifar10-$layer points t
 done
 python benchmarks/reproduce_release.py "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
     --work-dir "$WORK/reproduce" --json-out "$OUT/reproduce.json"
-if [ "$HUB" = hub ]; then   # the shipped folders now come from this record (tests/test_release_consistency.py)
+if [ "$HUB" = hub ]; then   # the shipped folders now come from this record (tests/release/test_release_consistency.py)
     python - "$OUT" <<'EOF_PY'
 import json, sys
 from pathlib import Path
 path = Path("benchmarks/current_release.json")
 record = json.loads(path.read_text())
 record.update(record=sys.argv[1], evaluation=f"{sys.argv[1]}/metaug.json",
-              recipe="training/recipes/cifar10-release-metaug.json")
+              recipe="metaug_training/recipes/cifar10-release-metaug.json")
 tmp = path.with_suffix(".tmp")
 tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace(path)

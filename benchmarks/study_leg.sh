@@ -60,7 +60,7 @@ du -b "$STATE"/* "$(dirname "$STATE")"/log.jsonl | sort -n
 # big for it (alexnet32 width 1.0: 75 MB in float16) keeps only its log and config in the
 # repository; its state moves beside the full checkpoint in $RUN (git-ignored), which still resumes
 # exactly on this machine, and
-# tests/test_recipe_study.py checks that such a candidate really cannot fit.
+# tests/release/test_recipe_study.py checks that such a candidate really cannot fit.
 STATE_BYTES=$(du -cb "$STATE"/* | tail -1 | cut -f1)
 if [ "$STATE_BYTES" -gt 30000000 ]; then
     rm -rf "$RUN/compact-state" && mv "$STATE" "$RUN/compact-state"

@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/study_start.sh RECIPE MINUTES
 #
-# RECIPE: a training/recipes/study-*.json file; MINUTES: training minutes (run.stop_after_minutes),
+# RECIPE: a metaug_training/recipes/study-*.json file; MINUTES: training minutes (run.stop_after_minutes),
 # chosen so the run stops, saves and exports with at least 35 minutes of the session left. It
 # resumes exactly from the recipe's run.out_dir checkpoint when that is on the machine, else
 # warm-restarts from the committed state (the recipe's run.warm_start), else starts from scratch.

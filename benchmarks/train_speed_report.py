@@ -217,7 +217,7 @@ def chosen_defaults(fast: dict[str, Any], reference: dict[str, Any] | None) -> s
         f"- `run.keep_freed_memory=true`: glibc otherwise returns every freed block above its mmap threshold to the "
         f"kernel and the next step faults it in again.{faults}",
         f"- `run.meta_grad=jvp`: the double-backward meta step takes {ratio('metaug (meta_every 1), double backward', 'metaug (meta_every 1)')} "
-        "the jvp route's whole metaug step (both exact; tests/test_train_meta.py pins them to each other at 1e-9 in float64).",
+        "the jvp route's whole metaug step (both exact; tests/training/test_train_meta.py pins them to each other at 1e-9 in float64).",
         "- `bank.scoring=full` (docs/METHODS.md section 3(a), the default already) now has a fused backward (`embedding_bag` "
         "instead of a dense [B, N] scatter and a second GEMM) and writes its [B, N] product into a reused buffer.",
         (f"- `run.prefetch=true`: preparing the batch inside the step instead takes {ratio('cmc, no prefetch')} the step "

@@ -1,7 +1,7 @@
 """A minimal model card for folders written by :func:`save_pretrained` without a card.
 
 Release folders get a full card rendered by the export step from the templates in
-``model_cards/``; this one only makes every folder self-describing and Hub-valid.
+``metaug_training/model_cards/``; this one only makes every folder self-describing and Hub-valid.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :func:`metaug_features.feature_files.write_feature_set` needs the whole ``[N, D]`` array; an
 extraction of a large folder (or a merge of shards) has it only as a sequence of chunk
 files. :func:`write_feature_folder` streams those pieces into the same on-disk format, byte
-for byte (``tests/test_extract_state.py`` checks this against ``write_feature_set``), so peak
+for byte (``tests/extraction/test_extract_state.py`` checks this against ``write_feature_set``), so peak
 memory does not grow with the number of images.
 
 Writes are atomic per file (temporary file + rename) and ``extract.json`` is written last: a

@@ -1,6 +1,6 @@
 """Every third-party module the package imports is a declared dependency (pyproject.toml).
 
-The sources of the three installed packages (metaug_features/, cli/, training/) are parsed with
+The sources of the three installed packages (metaug_features/, metaug_cli/, metaug_training/) are parsed with
 ``ast``; every absolute import whose top-level module is neither the standard library nor one of
 the project's own packages must map to a distribution in ``[project] dependencies``. A module
 the code probes for (an import inside ``try: ... except ImportError``, e.g. umap-learn for
@@ -20,7 +20,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("metaug_features", "cli", "training")
+SOURCES = ("metaug_features", "metaug_cli", "metaug_training")
 OWN = {"metaug_features", "metaug_cli", "metaug_training"}
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION = {
@@ -91,7 +91,7 @@ def test_the_scan_finds_known_imports():
     """The scanner itself: it sees a plain import (yaml in the card renderer), a from-import
     (PIL), and flags the umap probe as optional."""
     found = third_party_imports()
-    assert "training/model_card.py" in found["yaml"]["files"]
+    assert "metaug_training/model_card.py" in found["yaml"]["files"]
     assert "metaug_features/preprocess.py" in found["PIL"]["files"]
     assert found["umap"]["optional"] is True and found["torch"]["optional"] is False
 

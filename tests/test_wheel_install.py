@@ -19,7 +19,7 @@ from metaug_features import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a wheel is built from (a copy, so the build leaves nothing in the checkout).
-SOURCES = ["pyproject.toml", "README.md", "metaug_features", "cli", "training", "model_cards", "hub/cifar10-conv", "hub/cifar10-fc"]
+SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "hub/cifar10-conv", "hub/cifar10-fc"]
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
