@@ -35,10 +35,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
+
+from metaug_training.schedule import cosine_factor
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "metaug_training" / "recipes" / "cifar10-alexnet32-metaug.json"
@@ -254,7 +255,7 @@ def card_specs(evaluation: dict[str, Any], row: dict[str, Any], recipe_path: Pat
                "random init (floor)": None}
     rows = cards.comparison_rows(evals, budgets)
     o = recipe["optim"]
-    f = 0.5 * (1 + math.cos(math.pi * min(row["epoch"] / o["epochs"], 1.0)))
+    f = cosine_factor(row["epoch"] / o["epochs"])
     done = schedule_complete(row, o["epochs"])
     budget = {
         "command": f"metaug-train --config metaug_training/recipes/{recipe_path.name} --resume (one leg per session)",
@@ -445,7 +446,7 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
     mins = final["paper_probe_minutes"]
     reports = final["paper_probe_reports"]
     lines = [
-        f"## Training campaign: the final model's full evaluation (#18)", "",
+        "## Training campaign: the final model's full evaluation (#18)", "",
         f"The campaign's run finished its {final['planned_epochs']}-epoch schedule in leg {released['leg']} "
         f"(step {released['step']:,}, {final['training_minutes']} training minutes on the 2-core CPU); leg "
         f"{final['leg']} ({final['date_utc'][:10]}) evaluated those weights (`hub/cifar10-fc`, whose `conv` features "
@@ -458,9 +459,9 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         f"reports: `{reports['conv']}`, `{reports['fc']}`.",
         f"- The other columns are the fast evaluation of leg {released['leg']} (`{released['eval']}`): weighted "
         f"k-NN (T 0.07), features-once logistic regression, k-means (k 10) NMI in percent and Hungarian accuracy.",
-        f"- Training compute: wall-clock training minutes times the cores used (the first release ran two "
-        f"one-thread runs side by side for 90 minutes). The paper's row is quoted, not measured here: "
-        f"224-px upsampled inputs, wider features, a GPU schedule.", "",
+        "- Training compute: wall-clock training minutes times the cores used (the first release ran two "
+        "one-thread runs side by side for 90 minutes). The paper's row is quoted, not measured here: "
+        "224-px upsampled inputs, wider features, a GPU schedule.", "",
         markdown_table(rows), "",
         f"Reading: on the same protocol the final model is "
         f"{ev['conv']['probe']['top1'] - floor['conv']['probe']['top1']:.2f} fast-probe points above the random-init "

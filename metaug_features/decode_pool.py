@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
 from .errors import MetAugError

@@ -28,7 +28,6 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import MetAugError

@@ -8,7 +8,6 @@ the views are concatenated in the fixed order (l, ab, ori).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Iterable
 

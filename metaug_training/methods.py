@@ -211,7 +211,7 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
     objective = objective_config(cfg)
     timer = state.timer
     forward = state.forward if state.forward is not None else state.model
-    xs, idxs, sis = x.chunk(accum), idx.chunk(accum), sample_idx.chunk(accum)
+    xs, sis = x.chunk(accum), sample_idx.chunk(accum)
     if state.generators and gen_batch is None:
         raise ValueError("view generators are configured but the step got no gen_batch")
     gbs = gen_batch.chunk(accum) if state.generators else [None] * accum

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import time
 import warnings
@@ -40,6 +39,7 @@ from metaug_features.errors import ConfigError, MetAugError
 from metaug_features.model import build_encoder
 
 from .augment import BatchAugment, apply_crops
+from .schedule import lr_factor
 from .cpu_tuning import keep_freed_memory
 from .compact_state import has_compact_state, load_compact_state
 from .checkpoint import CheckpointError, checkpoint_path, git_commit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -69,26 +69,6 @@ class TrainResult:
     checkpoint: Path | None
     export_dir: Path | None
     last_logs: dict[str, float] = field(default_factory=dict)
-
-
-def lr_factor(cfg: TrainConfig, step: int, spe: int) -> float:
-    """Multiplier of the base learning rates at global step ``step`` (0-based).
-
-    "step": ``lr_decay ** (number of milestones <= epoch)`` with epoch = step // spe (docs/METHODS.md section 6:
-    x0.1 at epochs 120/160/200 of 300); "cosine": ``(1 + cos(pi * t / T)) / 2`` per step over
-    T = epochs * spe. A linear warm-up over ``warmup_epochs`` multiplies either.
-    """
-    o = cfg.optim
-    total = o.epochs * spe
-    if o.schedule == "cosine":
-        f = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    else:
-        epoch = step // spe
-        f = o.lr_decay ** sum(epoch >= m for m in o.milestones)
-    warm = o.warmup_epochs * spe
-    if warm > 0 and step < warm:
-        f *= (step + 1) / warm
-    return f
 
 
 def make_optimizer(kind: str, params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:

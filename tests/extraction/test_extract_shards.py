@@ -71,7 +71,7 @@ def test_more_shards_than_chunks_and_safetensors(data, model_dir, single, tmp_pa
     extract_features(model_dir, [data], ref, fmt="safetensors", **kw)
     dirs = []
     for i in range(6):
-        s = extract_features(model_dir, [data], tmp_path / f"s{i}", shard=f"{i}/6", **kw)
+        extract_features(model_dir, [data], tmp_path / f"s{i}", shard=f"{i}/6", **kw)
         dirs.append(tmp_path / f"s{i}")
     assert sorted(read_feature_set(d).features.shape[0] for d in dirs)[:2] == [0, 0]
     merge_shards(dirs, tmp_path / "merged", fmt="safetensors")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from metaug_features import EncoderConfig, build_encoder
+from metaug_features import build_encoder
 
 
 def _params(module):

@@ -17,7 +17,7 @@ from metaug_training.config import (
     parse_override,
 )
 from metaug_training.methods import objective_config
-from metaug_training.trainer import lr_factor
+from metaug_training.schedule import lr_factor
 
 
 def test_defaults_are_the_spec_values():

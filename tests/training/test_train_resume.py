@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from metaug_features.errors import ConfigError
 from metaug_training.checkpoint import CheckpointError, load_checkpoint
