@@ -14,6 +14,11 @@ Report layout (``format: "metaug-eval-report", version 2``)::
       ]
     }
 
+A report of several feature layers of one model (``metaug-release evaluate``: ``conv`` and ``fc``)
+adds ``"layer"`` to each evaluation and keys its inputs ``"<layer>/train"``, ``"<layer>/test"``;
+``inputs["model"]`` then describes the network, as in a ``paper-probe`` report. Read entries back
+with :func:`find_evaluation`, reports with :func:`read_report`.
+
 Every metric sits next to the protocol that produced it, so a number copied out of a report
 still says whether it is a fast probe or the paper's protocol.
 
@@ -37,7 +42,8 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 
-__all__ = ["array_sha256", "input_info", "report_entry", "build_report", "write_report", "format_table"]
+__all__ = ["array_sha256", "input_info", "report_entry", "build_report", "write_report", "read_report",
+           "find_evaluation", "format_table"]
 
 REPORT_FORMAT = "metaug-eval-report"
 #: 2: k-means NMI / ARI in percent as ``nmi_percent`` / ``ari_percent`` (1: fractions as ``nmi`` / ``ari``).
@@ -86,9 +92,17 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def report_entry(result: Any, name: str | None = None) -> dict[str, Any]:
+def report_entry(result: Any, name: str | None = None, layer: str | None = None) -> dict[str, Any]:
     """Turn an evaluator's result (k-NN, fast probe, clustering, paper probe, or a plot summary
-    dict) into a report entry ``{name, protocol, params, metrics}``."""
+    dict) into a report entry ``{name, protocol, params, metrics}`` (with ``layer``: also
+    ``"layer"``, for a report that covers several feature layers)."""
+    entry = _entry(result, name)
+    if layer is not None:
+        entry = {"name": entry["name"], "layer": layer, **{k: v for k, v in entry.items() if k != "name"}}
+    return entry
+
+
+def _entry(result: Any, name: str | None) -> dict[str, Any]:
     from .clustering import ClusteringResult
     from .knn import KNNResult
     from .linear_probe import ProbeResult
@@ -154,6 +168,32 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
     return path
 
 
+def read_report(path: str | os.PathLike) -> dict[str, Any]:
+    """A report written by :func:`write_report`; a file that is not one is a
+    :class:`~metaug_features.errors.MetAugError` naming the file."""
+    from ..errors import MetAugError
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MetAugError(f"cannot read evaluation report {path}: {e}") from None
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or not isinstance(
+            report.get("evaluations"), list):
+        raise MetAugError(f"{path}: not a {REPORT_FORMAT} file (no 'format': {REPORT_FORMAT!r} with 'evaluations')")
+    if not isinstance(report.get("version"), int) or report["version"] > REPORT_VERSION:
+        raise MetAugError(f"{path}: report version {report.get('version')!r} is not one this library reads "
+                          f"(1..{REPORT_VERSION})")
+    return report
+
+
+def find_evaluation(report: dict[str, Any], name: str, layer: str | None = None) -> dict[str, Any] | None:
+    """The entry called ``name`` (of ``layer``, in a report of several layers), or None."""
+    for e in report["evaluations"]:
+        if e.get("name") == name and (layer is None or e.get("layer") == layer):
+            return e
+    return None
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1 and v != 0 else f"{v:.2f}"
@@ -166,9 +206,10 @@ def format_table(report: dict[str, Any]) -> str:
     rows = [("evaluation", "metric", "value")]
     protocols: list[tuple[str, str]] = []
     for e in report["evaluations"]:
+        label = f"{e['layer']}/{e['name']}" if "layer" in e else e["name"]
         for m, v in e["metrics"].items():
-            rows.append((e["name"], m, _fmt(v)))
-        protocols.append((e["name"], e["protocol"]))
+            rows.append((label, m, _fmt(v)))
+        protocols.append((label, e["protocol"]))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = []
     for n, r in enumerate(rows):

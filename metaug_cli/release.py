@@ -1,0 +1,263 @@
+"""``metaug-release``: the release and record tooling (evaluations, campaign rows, cards, the
+generated sections of README.md / benchmarks/RESULTS.md / benchmarks/CAMPAIGN.md, reproduction).
+
+    metaug-release evaluate --model DIR --data CIFAR -o FEATS --report benchmarks/campaign/legN.json
+    metaug-release campaign row|plot|cards|readme|final|recard ...
+    metaug-release cards --metaug-eval ... -o benchmarks/release        (the first release's card files)
+    metaug-release reproduce hub/cifar10-conv hub/cifar10-fc --data ../shared/data/cifar10-jpeg.tar.gz
+    metaug-release study row|results ...
+    metaug-release view-generators TAG
+
+Each subcommand only parses options and calls one function of :mod:`metaug_training.release`;
+every path it writes is printed (absolute) on stderr. Exit codes as every metaug command
+(``metaug_cli/_common.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ._common import Group, device_option, echo_written, group, handle_errors, output_option
+
+_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+_report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="Write the JSON report here.")
+
+
+@group("metaug-release")
+def main() -> None:
+    """Release and record tooling: evaluate encoders, record campaign legs and study rows,
+    write model-card files and the generated sections of the docs, reproduce card numbers."""
+
+
+# ---------------------------------------------------------------------- evaluate
+@main.command()
+@click.option("--model", default=None, help="Model folder, alias or Hub id to evaluate.")
+@click.option("--random-init", type=float, default=None, metavar="WIDTH",
+              help="Evaluate an untrained alexnet32 (views l, ab, ori) of this width instead (the random-init floor).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Torch seed of --random-init.")
+@click.option("--data", type=_existing_dir, default=Path("/tmp/cifar/cifar10"), show_default=True,
+              help="CIFAR-10 folder with train/<class>/*.jpg and test/<class>/*.jpg.")
+@output_option("Folder for the feature folders (train_LAYER, test_LAYER; metaug-eval reads them).",
+               required=True, legacy_options=("--out",))
+@_report_opt
+@click.option("--layers", default="conv,fc", show_default=True, help="Comma-separated feature layers.")
+@click.option("--per-class-train", type=click.IntRange(min=1), default=None, help="Subset: first N train images per class.")
+@click.option("--per-class-test", type=click.IntRange(min=1), default=None, help="Subset: first M test images per class.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch threads (1 is best when other jobs share the cores).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--no-probe", is_flag=True, help="Skip the fast linear probe.")
+@click.option("--no-cluster", is_flag=True, help="Skip k-means.")
+@click.option("--reuse", is_flag=True, help="Skip extraction when the feature folders exist.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the result table.")
+@handle_errors()
+def evaluate(model, random_init, seed, data, output, report, layers, per_class_train, per_class_test, threads,
+             batch_size, no_probe, no_cluster, reuse, quiet):
+    """Weighted k-NN (k 200 and 20, T 0.07), fast linear probe and k-means of an encoder's conv and
+    fc features on CIFAR-10, as one metaug-eval report (the evaluation behind cards and records)."""
+    from metaug_features.evaluation import format_table, write_report
+    from metaug_training.release.encoder_eval import EvalSettings, evaluate_encoder
+
+    settings = EvalSettings(data=data, output=output, model=model, random_init=random_init, seed=seed,
+                            layers=tuple(x for x in layers.split(",") if x), per_class_train=per_class_train,
+                            per_class_test=per_class_test, threads=threads, batch_size=batch_size,
+                            probe=not no_probe, cluster=not no_cluster, reuse=reuse, quiet=quiet)
+    doc = evaluate_encoder(settings, log=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
+    if report is not None:
+        write_report(report, doc)
+    click.echo(format_table(doc))
+    echo_written([report] if report is not None else [], quiet)
+
+
+# ---------------------------------------------------------------------- first-release cards
+@main.command()
+@click.option("--metaug-eval", type=_existing_file, required=True, help="Evaluation report of the MetAug run.")
+@click.option("--cmc-eval", type=_existing_file, required=True, help="Evaluation report of the CMC run.")
+@click.option("--floor-eval", type=_existing_file, required=True, help="Evaluation report of the random-init floor.")
+@click.option("--metaug-run", type=_existing_dir, required=True, help="The MetAug run folder (log.jsonl, config.json).")
+@click.option("--cmc-run", type=_existing_dir, required=True, help="The CMC run folder.")
+@click.option("--recipe", type=_existing_file, required=True, help="The released run's recipe file.")
+@click.option("--hardware", default=None, help="Hardware line of the cards (default: the first release's).")
+@output_option("Folder for card-conv.json, card-fc.json and summary.md.", required=True, legacy_options=("--out",))
+@handle_errors()
+def cards(metaug_eval, cmc_eval, floor_eval, metaug_run, cmc_run, recipe, hardware, output):
+    """Card-metrics files of a release made from a MetAug run, its CMC baseline at equal budget
+    and the random-init floor (metaug-export --card-metrics renders them)."""
+    from metaug_training.release.cards import FirstReleaseInputs, first_release_cards
+
+    inputs = FirstReleaseInputs(metaug_eval, cmc_eval, floor_eval, metaug_run, cmc_run, recipe,
+                                **({"hardware": hardware} if hardware else {}))
+    echo_written(first_release_cards(inputs, output))
+
+
+# ---------------------------------------------------------------------- reproduce
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=_existing_dir)
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="CIFAR-10 folder (train/, test/) or .tar.gz.")
+@click.option("--tolerance", default=0.3, show_default=True, type=float, help="Allowed |measured - card| in points.")
+@output_option("Work folder for the features (and the extracted archive); default a temporary folder.",
+               legacy_options=("--work-dir",))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode workers (0 = in-process).")
+@device_option()
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the rows as JSON here.")
+@handle_errors()
+def reproduce(folders, data, tolerance, output, batch_size, workers, device, report):
+    """Re-measure the weighted k-NN numbers each FOLDER's card claims; a difference above
+    --tolerance is a failed check (exit 2)."""
+    from metaug_features.atomic import atomic_write_text
+    from metaug_features.errors import MetAugError
+    from metaug_training.release.reproduce import format_rows, reproduce_folders
+
+    with tempfile.TemporaryDirectory(prefix="metaug-repro-") as tmp:
+        rows = reproduce_folders(list(folders), data, output or Path(tmp), tolerance, batch_size=batch_size,
+                                 workers=workers, device=device, progress=sys.stderr.isatty())
+    for line in format_rows(rows, tolerance):
+        click.echo(line)
+    if report is not None:
+        atomic_write_text(report, json.dumps(rows, indent=2) + "\n")
+        echo_written([report])
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        raise MetAugError(f"{len(failed)} of {len(rows)} card numbers differ by more than {tolerance} points")
+
+
+# ---------------------------------------------------------------------- campaign
+@main.group(cls=Group)
+def campaign() -> None:
+    """The CPU training campaign's record (benchmarks/campaign.jsonl, CAMPAIGN.md, campaign.png,
+    the release cards, RESULTS.md's campaign sections and the README's released-models section)."""
+
+
+@campaign.command(name="row")
+@click.option("--leg", type=click.IntRange(min=1), required=True)
+@click.option("--eval", "eval_path", type=_existing_file, required=True,
+              help="metaug-release evaluate report of the leg's encoder.")
+@click.option("--run", "run_dir", type=_existing_dir, default=None, help="The run folder (default: the campaign's).")
+@click.option("--released", is_flag=True, help="Mark the row as re-released.")
+@handle_errors()
+def campaign_row(leg, eval_path, run_dir, released):
+    """Append (or replace) the leg's row in campaign.jsonl; rewrite CAMPAIGN.md's table and campaign.png."""
+    from metaug_training.release import campaign as c
+
+    row = c.record_row(leg, eval_path, run_dir or c.RUN, released)
+    click.echo(json.dumps(row))
+    echo_written([c.JSONL, c.DOC, c.PNG])
+
+
+@campaign.command(name="plot")
+@handle_errors()
+def campaign_plot():
+    """Redraw campaign.png from campaign.jsonl."""
+    from metaug_training.release.campaign import redraw
+
+    echo_written([redraw()])
+
+
+@campaign.command(name="cards")
+@click.option("--leg", type=click.IntRange(min=1), required=True)
+@output_option("Folder for card-conv.json, card-fc.json and summary.md (default: benchmarks/campaign).",
+               legacy_options=("--out",))
+@handle_errors()
+def campaign_cards(leg, output):
+    """Card-metrics files of the release made from the leg's row, and RESULTS.md's campaign section."""
+    from metaug_training.release.campaign_cards import OUT, cards_for_leg
+
+    echo_written(cards_for_leg(leg, output or OUT))
+
+
+@campaign.command(name="readme")
+@click.option("--leg", type=click.IntRange(min=1), required=True)
+@handle_errors()
+def campaign_readme(leg):
+    """Rewrite the README's released-models section (after the release export)."""
+    from metaug_training.release.readme import write_readme
+
+    echo_written([write_readme(leg)])
+
+
+@campaign.command(name="final")
+@click.option("--leg", type=click.IntRange(min=1), required=True)
+@click.option("--paper-probe", type=_existing_file, nargs=2, required=True, metavar="CONV_REPORT FC_REPORT",
+              help="metaug-eval paper-probe --report files of conv and fc.")
+@handle_errors()
+def campaign_final(leg, paper_probe):
+    """The last leg: evaluation-only row, plot, cards with the paper probe, RESULTS.md's final
+    table (then `campaign recard` and `campaign readme`)."""
+    from metaug_training.release import campaign as c
+    from metaug_training.release.campaign_final import record_final
+    from metaug_training.release.paths import RESULTS
+
+    click.echo(json.dumps(record_final(leg, *paper_probe)))
+    echo_written([c.JSONL, c.DOC, c.PNG, RESULTS])
+
+
+@campaign.command(name="recard")
+@click.option("--hub", type=_existing_dir, default=None, help="Folder holding cifar10-conv and cifar10-fc (default: hub/).")
+@handle_errors()
+def campaign_recard(hub):
+    """Re-render hub/cifar10-{conv,fc}/README.md from the campaign's card files (no checkpoint
+    needed; the weights are not touched)."""
+    from metaug_training.release.campaign_cards import HUB, recard_shipped
+
+    echo_written(recard_shipped(hub or HUB))
+
+
+# ---------------------------------------------------------------------- recipe study
+@main.group(cls=Group)
+def study() -> None:
+    """The recipe study (#34): benchmarks/recipe_study.jsonl, RESULTS.md's table, recipe_study.png."""
+
+
+@study.command(name="row")
+@click.option("--name", required=True, help="The candidate's name (a row per name).")
+@click.option("--recipe", type=_existing_file, required=True)
+@click.option("--eval", "eval_path", type=_existing_file, required=True,
+              help="metaug-release evaluate report of the final weights.")
+@click.option("--point", "points", type=_existing_file, multiple=True,
+              help="Report of an intermediate checkpoint (k-NN); repeatable.")
+@handle_errors()
+def study_row(name, recipe, eval_path, points):
+    """Append or replace a candidate's row, then rewrite the table and the plot."""
+    from metaug_training.release import study as s
+
+    click.echo(json.dumps(s.record_row(name, recipe, eval_path, list(points)), indent=2))
+    echo_written([s.JSONL, s.RESULTS, s.PNG])
+
+
+@study.command(name="results")
+@handle_errors()
+def study_results():
+    """RESULTS.md's "Recipe study" section and benchmarks/recipe_study.png from the rows."""
+    from metaug_training.release.study import write_results
+
+    echo_written(write_results())
+
+
+# ---------------------------------------------------------------------- view generators
+@main.command(name="view-generators")
+@click.argument("tag")
+@click.option("--no-write", is_flag=True, help="Print the section only.")
+@click.option("--machine", default=None, help="Where the rows were trained (kept in summary.json).")
+@handle_errors()
+def view_generators(tag, no_write, machine):
+    """The IDAA / A2 comparison table of benchmarks/view_generators/TAG/ (summary.json and the
+    RESULTS.md section)."""
+    from metaug_training.release.view_generators import write_table
+
+    text, written = write_table(tag, machine, write=not no_write)
+    click.echo(text)
+    echo_written(written)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,23 @@
+"""Release and record tooling: what turns measurements into the repository's records.
+
+Each module has one job; ``metaug-release`` (:mod:`metaug_cli.release`) calls one function of
+one module per subcommand:
+
+- :mod:`.sections`         the one writer of generated sections (``<!-- name:start -->`` markers)
+- :mod:`.paths`            where the records live in a checkout
+- :mod:`.encoder_eval`     evaluate an encoder on CIFAR-10 (k-NN, fast probe, k-means) -> a
+                           ``metaug-eval`` report covering ``conv`` and ``fc``
+- :mod:`.records`          read such reports back (per-layer numbers for tables and cards)
+- :mod:`.run_log`          training time and budget from a run's ``log.jsonl``
+- :mod:`.cards`            card-metrics files of the first release; re-render shipped cards
+- :mod:`.campaign`         the CPU training campaign's rows, table and plot
+- :mod:`.campaign_cards`   the campaign release's cards and RESULTS.md summary
+- :mod:`.campaign_final`   the last leg: paper-probe row and RESULTS.md's final table
+- :mod:`.readme`           the README's "Released models" section
+- :mod:`.reproduce`        re-measure a released folder's card k-NN claims
+- :mod:`.study`            the recipe study (#34): rows, table, plot
+- :mod:`.view_generators`  the IDAA / A2 comparison table (#6)
+
+Every number written comes from committed files (evaluation reports, run logs, recipes); the
+tooling never types a result in.
+"""
