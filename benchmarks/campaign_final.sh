@@ -10,9 +10,9 @@
 #    minutes per layer on the 2-core CPU; a report already there is kept (delete it to re-run);
 # 2. t-SNE of the test features (conv, fc) -> benchmarks/campaign/embedding-{conv,fc}.png and the
 #    positive-vs-negative similarity histograms similarity-{conv,fc}.png;
-# 3. campaign.py final: the leg's evaluation-only row in campaign.jsonl (no epochs: the schedule
+# 3. metaug-release campaign final: the leg's evaluation-only row in campaign.jsonl (no epochs: the schedule
 #    is complete), the plot, the cards with the paper probe, RESULTS.md's final table;
-# 4. the shipped cards re-rendered from those files (campaign.py recard: the same renderer as
+# 4. the shipped cards re-rendered from those files (metaug-release campaign recard: the same renderer as
 #    metaug-export, no checkpoint needed; the weights are not touched, which the script checks),
 #    metaug-push --dry-run, the README's released-models section.
 #
@@ -56,14 +56,14 @@ for layer in conv fc; do
 done
 
 echo "[final] 3/4 campaign row, cards, RESULTS.md"
-python benchmarks/campaign.py final --leg "$LEG" --paper-probe "$OUT/paper-probe-conv.json" "$OUT/paper-probe-fc.json"
+metaug-release campaign final --leg "$LEG" --paper-probe "$OUT/paper-probe-conv.json" "$OUT/paper-probe-fc.json"
 
 echo "[final] 4/4 cards re-rendered, dry-run push, README"
-python benchmarks/campaign.py recard
+metaug-release campaign recard
 [ "$WEIGHTS_BEFORE" = "$(sha256sum hub/cifar10-conv/model.safetensors hub/cifar10-fc/model.safetensors)" ]
 for layer in conv fc; do
     repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
     metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
 done
 RELEASED=$(python -c "import json; print([r for r in map(json.loads, open('benchmarks/campaign.jsonl')) if r.get('released')][-1]['leg'])")
-python benchmarks/campaign.py readme --leg "$RELEASED" > /dev/null
+metaug-release campaign readme --leg "$RELEASED"

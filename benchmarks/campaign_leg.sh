@@ -5,16 +5,20 @@
 #
 # 1. export the final checkpoint as the release candidate: the fc folder exactly as it would ship
 #    (truncated after fc, float16 weights: a leg may add at most 30 MB to the repository);
-# 2. evaluate that folder on the 10,000 test images (benchmarks/evaluate_encoder.py: weighted k-NN
-#    k=200/20, fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json, so
+# 2. evaluate that folder on the 10,000 test images (metaug-release evaluate: weighted k-NN
+#    k=200/20, fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json (a
+#    metaug-eval report), so
 #    the cards carry the numbers of the shipped weights themselves (the conv folder holds the same
 #    float16 conv weights: identical conv features);
-# 3. append the leg's row to benchmarks/campaign.jsonl and redraw benchmarks/campaign.png;
+# 3. append the leg's row to benchmarks/campaign.jsonl and redraw benchmarks/campaign.png
+#    (metaug-release campaign row);
 # 4. if it beats the current release (weighted k-NN k=200 and fast probe on conv both higher than
-#    the evaluation benchmarks/current_release.json names), re-release: card files,
+#    the evaluation benchmarks/current_release.json names), re-release: card files (metaug-release
+#    campaign cards),
 #    hub/cifar10-conv and hub/cifar10-fc (float16), a check that hub/cifar10-fc is the evaluated
-#    file, metaug-push --dry-run, benchmarks/reproduce_release.py within 0.3 points,
-#    current_release.json updated, the README's released-models section rewritten;
+#    file, metaug-push --dry-run, metaug-release reproduce within 0.3 points,
+#    current_release.json updated, the README's released-models section rewritten (metaug-release
+#    campaign readme);
 # 5. write the committed resume state runs/cifar10-alexnet32-metaug/state (metaug-compact-state,
 #    reusing the release folder's tensors), copy the run's log and config next to it, and print
 #    what the leg adds to the repository.
@@ -41,23 +45,24 @@ echo "[leg $LEG] 1/5 export $CKPT -> $CANDIDATE"
 metaug-export "$CKPT" "$CANDIDATE" --default-layer fc --truncate-after fc --dtype float16
 
 echo "[leg $LEG] 2/5 evaluation (log: $WORK/eval.log)"
-python benchmarks/evaluate_encoder.py --model "$CANDIDATE" --data "$DATA" --out "$WORK/eval-leg$LEG" \
-    --json "$EVAL" --threads 2 --quiet > "$WORK/eval.log" 2>&1
+metaug-release evaluate --model "$CANDIDATE" --data "$DATA" -o "$WORK/eval-leg$LEG" \
+    --report "$EVAL" --threads 2 --quiet > "$WORK/eval.log" 2>&1
 
 echo "[leg $LEG] 3/5 campaign row"
-python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL"
+metaug-release campaign row --leg "$LEG" --eval "$EVAL" > /dev/null
 
 BEATS=$(python - "$EVAL" <<'EOF'
 import json, sys
-new = json.load(open(sys.argv[1]))
-cur = json.load(open(json.load(open("benchmarks/current_release.json"))["evaluation"]))
-get = lambda e: (e["conv"]["knn"]["k200"]["top1"], e["conv"]["probe"]["top1"])
+from metaug_training.release.records import load_evaluation
+new = load_evaluation(sys.argv[1])
+cur = load_evaluation(json.load(open("benchmarks/current_release.json"))["evaluation"])
+get = lambda e: (e["conv"].knn[200], e["conv"].probe)
 print("yes" if all(n > c for n, c in zip(get(new), get(cur))) else "no")
 EOF
 )
 echo "[leg $LEG] 4/5 beats the current release: $BEATS"
 if [ "$BEATS" = yes ]; then
-    python benchmarks/campaign.py cards --leg "$LEG"
+    metaug-release campaign cards --leg "$LEG" > /dev/null
     metaug-export "$CKPT" hub/cifar10-conv --default-layer conv --truncate-after conv --dtype float16 \
         --card-metrics benchmarks/campaign/card-conv.json
     metaug-export "$CKPT" hub/cifar10-fc --default-layer fc --truncate-after fc --dtype float16 \
@@ -67,8 +72,8 @@ if [ "$BEATS" = yes ]; then
         repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
         metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
     done
-    python benchmarks/reproduce_release.py hub/cifar10-conv hub/cifar10-fc --data "$DATA" \
-        --work-dir "$WORK/reproduce" --json-out benchmarks/campaign/reproduce.json
+    metaug-release reproduce hub/cifar10-conv hub/cifar10-fc --data "$DATA" \
+        -o "$WORK/reproduce" --report benchmarks/campaign/reproduce.json
     python - "$EVAL" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -79,8 +84,8 @@ tmp = Path("benchmarks/current_release.json.tmp")
 tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace("benchmarks/current_release.json")
 EOF
-    python benchmarks/campaign.py row --leg "$LEG" --eval "$EVAL" --released
-    python benchmarks/campaign.py readme --leg "$LEG" > /dev/null   # README's released-models section
+    metaug-release campaign row --leg "$LEG" --eval "$EVAL" --released > /dev/null
+    metaug-release campaign readme --leg "$LEG"   # README's released-models section
     REUSE="--reuse hub/cifar10-fc"
 else
     REUSE=""

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR = Path("/tmp/cifar/cifar10")
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-START, END = "<!-- extract_scale:start -->", "<!-- extract_scale:end -->"
+SECTION = "extract_scale"
 
 
 def build_folder(dest: Path, n: int) -> Path:
@@ -131,7 +131,7 @@ def summarise(n: int, res: dict, out: Path) -> dict:
 
 def markdown(r: dict, model: str) -> str:
     return "\n".join([
-        START, "## Extraction at scale: 100,000 images (`benchmarks/extract_scale.py`) (#7)", "",
+        "## Extraction at scale: 100,000 images (`benchmarks/extract_scale.py`) (#7)", "",
         f"- Date: {r['date_utc']}; machine: {r['machine']}; command: `python benchmarks/extract_scale.py --images "
         f"{r['images']} --write-results` (the run itself: `metaug-extract --model {model} FOLDER --output OUT`, CLI defaults).",
         f"- Images: {r['images']:,} real CIFAR-10 JPEGs (the 60,000 of train + test, then hard links to them); rows "
@@ -144,14 +144,14 @@ def markdown(r: dict, model: str) -> str:
         f"{r['peak_main_mib_2nd_quarter']} / {r['peak_main_mib_last_quarter']} MiB | {r['peak_worker_mib']} MiB |",
         "",
         "Memory sampled every 0.25 s from /proc (VmRSS); the rate per chunk from the finished resume chunks in `.partial`.",
-        END,
     ])
 
 
 def write_section(text: str) -> None:
-    from results_section import replace_section  # benchmarks/ is on sys.path when run as a script
+    """Write ``text`` as RESULTS.md's extract_scale section (the one section writer)."""
+    from metaug_training.release.sections import write_section as write
 
-    replace_section(text, START, END, RESULTS)
+    write(RESULTS, text, SECTION)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_TEST = Path("/tmp/cifar/cifar10/test")
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-START, END = "<!-- extract_speed:start -->", "<!-- extract_speed:end -->"
+SECTION = "extract_speed"
 
 
 def cifar_test_folder(tmp: Path) -> Path:
@@ -131,13 +131,10 @@ def machine() -> str:
 
 
 def write_section(text: str) -> None:
-    body = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if START in body and END in body:
-        body = body[: body.index(START)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(body)
+    """Write ``text`` as RESULTS.md's extract_speed section (the one section writer)."""
+    from metaug_training.release.sections import write_section as write
+
+    write(RESULTS, text, SECTION)
 
 
 def main() -> None:

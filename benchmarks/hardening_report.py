@@ -30,13 +30,12 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_section import replace_section  # noqa: E402
+from metaug_training.release.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = REPO / "benchmarks" / "extract_scale.json"
 RECORD = REPO / "benchmarks" / "hardening.json"
-START, END = "<!-- hardening:start -->", "<!-- hardening:end -->"
+SECTION = "hardening"
 
 #: Hypothesis examples per fuzzing property in the recorded run (the default suite runs 300).
 FUZZ_EXAMPLES = 20_000
@@ -88,7 +87,6 @@ def render(report: dict) -> str:
     rows = report["suites"]
     total = {k: sum(r[k] for r in rows.values()) for k in ("run", "passed", "failed", "hangs", "skipped")}
     lines = [
-        START,
         "## Hardening: hostile inputs, fault injection and scale (`benchmarks/hardening_report.py`) (#7)",
         "",
         f"- Date: {report['date_utc']}; machine: {report['machine']}; command: "
@@ -114,7 +112,6 @@ def render(report: dict) -> str:
             f"(main) + {scale['peak_worker_mib']:.0f} MiB (largest worker); peak of the 2nd / last quarter "
             f"{scale['peak_main_mib_2nd_quarter']:.0f} / {scale['peak_main_mib_last_quarter']:.0f} MiB (flat).",
         ]
-    lines.append(END)
     return "\n".join(lines)
 
 
@@ -141,7 +138,7 @@ def main() -> int:
     print(json.dumps({k: v for k, v in report.items() if k != "scale"}, indent=1))
     if args.write_results:
         RECORD.write_text(json.dumps(report, indent=1) + "\n")
-        replace_section(render(report), START, END)
+        write_section(REPO / "benchmarks" / "RESULTS.md", render(report), SECTION)
     return code
 
 

@@ -7,11 +7,11 @@
 #   bash benchmarks/release.sh
 #
 # 1. evaluates the MetAug run, the CMC run (equal budget) and the random-init floor of the same
-#    architecture with benchmarks/evaluate_encoder.py (k-NN, fast probe, k-means; conv and fc);
-# 2. turns the measurements into card-metrics files (benchmarks/make_release_cards.py);
+#    architecture with metaug-release evaluate (k-NN, fast probe, k-means; conv and fc);
+# 2. turns the measurements into card-metrics files (metaug-release cards);
 # 3. exports hub/cifar10-conv (truncated after conv) and hub/cifar10-fc (truncated after fc) from
 #    the MetAug checkpoint, cards rendered from metaug_training/model_cards/encoder_card.md;
-# 4. checks both folders: metaug-push --dry-run, and benchmarks/reproduce_release.py re-measures
+# 4. checks both folders: metaug-push --dry-run, and metaug-release reproduce re-measures
 #    the cards' k-NN numbers through metaug-extract (within 0.3 points).
 #
 # Environment: DATA (CIFAR-10 folder with train/ and test/; default: ../shared/data archive
@@ -35,21 +35,21 @@ fi
 mkdir -p "$OUT" "$WORK"
 
 echo "[release] 1/4 evaluation (three jobs, one torch thread each)"
-python benchmarks/evaluate_encoder.py --model "$METAUG_RUN/export" --data "$DATA" --out "$WORK/metaug" \
-    --json "$OUT/metaug.json" --quiet --reuse > "$WORK/metaug.log" 2>&1 &
+metaug-release evaluate --model "$METAUG_RUN/export" --data "$DATA" -o "$WORK/metaug" \
+    --report "$OUT/metaug.json" --quiet --reuse > "$WORK/metaug.log" 2>&1 &
 p1=$!
-python benchmarks/evaluate_encoder.py --model "$CMC_RUN/export" --data "$DATA" --out "$WORK/cmc" \
-    --json "$OUT/cmc.json" --quiet --reuse > "$WORK/cmc.log" 2>&1 &
+metaug-release evaluate --model "$CMC_RUN/export" --data "$DATA" -o "$WORK/cmc" \
+    --report "$OUT/cmc.json" --quiet --reuse > "$WORK/cmc.log" 2>&1 &
 p2=$!
-python benchmarks/evaluate_encoder.py --random-init "$FLOOR_WIDTH" --data "$DATA" --out "$WORK/floor" \
-    --json "$OUT/floor.json" --quiet --reuse > "$WORK/floor.log" 2>&1 &
+metaug-release evaluate --random-init "$FLOOR_WIDTH" --data "$DATA" -o "$WORK/floor" \
+    --report "$OUT/floor.json" --quiet --reuse > "$WORK/floor.log" 2>&1 &
 p3=$!
 wait $p1; wait $p2; wait $p3   # set -e: a failed job stops here (its log is in $WORK)
 
 echo "[release] 2/4 card metrics"
-python benchmarks/make_release_cards.py --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
+metaug-release cards --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
     --floor-eval "$OUT/floor.json" --metaug-run "$METAUG_RUN" --cmc-run "$CMC_RUN" \
-    --recipe metaug_training/recipes/cifar10-release-metaug.json --out "$OUT"
+    --recipe metaug_training/recipes/cifar10-release-metaug.json -o "$OUT"
 
 echo "[release] 3/4 export"
 for layer in conv fc; do
@@ -62,8 +62,8 @@ for layer in conv fc; do   # the repo the built-in alias cifar10-$layer points t
     repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
     metaug-push "$HUB/cifar10-$layer" --repo-id "$repo" --dry-run
 done
-python benchmarks/reproduce_release.py "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
-    --work-dir "$WORK/reproduce" --json-out "$OUT/reproduce.json"
+metaug-release reproduce "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
+    -o "$WORK/reproduce" --report "$OUT/reproduce.json"
 if [ "$HUB" = hub ]; then   # the shipped folders now come from this record (tests/release/test_release_consistency.py)
     python - "$OUT" <<'EOF_PY'
 import json, sys

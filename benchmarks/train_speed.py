@@ -76,7 +76,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from train_step import RESULTS, cpu_name, timed_steps, write_section  # noqa: E402
 
-BEGIN, END = "<!-- train_speed:start -->", "<!-- train_speed:end -->"
+SECTION = "train_speed"
 REFERENCE_SETTINGS = ["run.channels_last=false", "run.prefetch=false", "run.meta_grad=double_backward",
                       "run.keep_freed_memory=false"]
 PHASES = ("data", "forward", "loss", "backward", "optimizer", "bank_update", "meta")
@@ -324,7 +324,7 @@ def main() -> None:
         text = render([json.loads(f.read_text()) for f in args.render])
         print(text)
         if args.write:
-            write_section(text, BEGIN, END)
+            write_section(text, SECTION)
             print(f"wrote {RESULTS}")
         return
     legacy = PhaseTimer is None

@@ -107,24 +107,12 @@ def table(results: dict[float, dict[str, tuple[float, float]]], batch: int) -> s
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- train_step:start -->", "<!-- train_step:end -->"
+def write_section(text: str, name: str = "train_step", path: Path = RESULTS) -> None:
+    """Replace (or append) section ``name`` of ``path`` (RESULTS.md), leaving the other sections
+    alone (:func:`metaug_training.release.sections.write_section`, the one section writer)."""
+    from metaug_training.release.sections import write_section as write
 
-
-def write_section(text: str, begin: str = BEGIN, end: str = END, path: Path = RESULTS) -> None:
-    """Replace (or append) the section of ``path`` (RESULTS.md) between the markers ``begin``
-    and ``end`` and leave the other sections alone."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    i, j = old.find(begin), old.find(end)
-    if i >= 0 and j > i:
-        # Keep what followed the end marker's own line break (a blank line before the next
-        # heading stays), so rewriting a section is idempotent.
-        new = old[:i] + block + old[j + len(end):].removeprefix("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    from metaug_features.atomic import atomic_write_text
-
-    atomic_write_text(path, new)
+    write(path, text, name)
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ for r in $ROWS; do
     cp "$RUN/$r/log.jsonl" "$DEST/$r.log.jsonl"
     cp "$RUN/$r/config.json" "$DEST/$r.config.json"
     if [ ! -f "$DEST/$r.json" ]; then
-        python benchmarks/evaluate_encoder.py --model "$RUN/$r/export" --data "$DATA" --out "/tmp/vg-eval/$TAG/$r" \
-            --json "$DEST/$r.json" --layers conv --no-cluster --threads "${THREADS:-2}" --quiet
+        metaug-release evaluate --model "$RUN/$r/export" --data "$DATA" -o "/tmp/vg-eval/$TAG/$r" \
+            --report "$DEST/$r.json" --layers conv --no-cluster --threads "${THREADS:-2}" --quiet
     fi
 done
-python benchmarks/view_generators_table.py "$TAG"
+metaug-release view-generators "$TAG"

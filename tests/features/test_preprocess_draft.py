@@ -206,13 +206,14 @@ def test_large_png_and_pil_images_are_not_drafted(pre32, tmp_path, draft_spy):
 
 def test_recorded_benchmark_matches_the_code_and_results_md():
     """benchmarks/draft_decode.json was measured with this threshold, and its RESULTS.md section
-    is the one the script renders from it (not edited by hand)."""
+    is the one the record tooling renders from it (not edited by hand)."""
     import json
 
-    from _benchmark_scripts import BENCHMARKS, load_benchmark
+    from metaug_training.release.draft_decode_table import SECTION, markdown
+    from metaug_training.release.paths import BENCHMARKS
+    from metaug_training.release.sections import read_section
 
-    bench = load_benchmark("draft_decode")
     record = json.loads((BENCHMARKS / "draft_decode.json").read_text())
     assert record["min_ratio"] == JPEG_DRAFT_MIN_RATIO
     assert all(r["draft_scale"] == draft_scale(4000, 3000, 32, 32) for r in record["rows"])
-    assert bench.markdown(record) in (BENCHMARKS / "RESULTS.md").read_text()
+    assert read_section(BENCHMARKS / "RESULTS.md", SECTION) == markdown(record)

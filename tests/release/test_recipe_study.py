@@ -1,4 +1,4 @@
-"""The recipe study's record (issue #34: benchmarks/recipe_study.py, recipe_study.jsonl, the
+"""The recipe study's record (issue #34: metaug_training.release.study, recipe_study.jsonl, the
 RESULTS.md section, the plot, each candidate's committed resume state) is computed correctly and
 agrees with itself, the evaluations it quotes and the runs' logs."""
 
@@ -10,11 +10,13 @@ import math
 from pathlib import Path
 
 import pytest
-from _benchmark_scripts import load_benchmark
 from PIL import Image
 
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
+from metaug_training.release import run_log
+from metaug_training.release import study as study_module
+from metaug_training.release.records import load_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_BUDGET_BYTES = 30 * 1000 * 1000
@@ -22,7 +24,7 @@ STATE_BUDGET_BYTES = 30 * 1000 * 1000
 
 @pytest.fixture(scope="module")
 def study():
-    return load_benchmark("recipe_study")
+    return study_module
 
 
 def _rows(study) -> list[dict]:
@@ -72,21 +74,20 @@ def test_plot_carries_the_fingerprint_of_its_rows(study, tmp_path):
     assert fingerprint != study.rows_sha256(rows)
 
 
-@pytest.mark.skipif(not load_benchmark("recipe_study").JSONL.is_file(), reason="no candidate recorded yet")
+@pytest.mark.skipif(not study_module.JSONL.is_file(), reason="no candidate recorded yet")
 class TestRecord:
     def test_rows_quote_their_evaluations_and_recipes(self, study):
         for row in _rows(study):
-            ev = json.loads((REPO / row["eval"]).read_text())
-            assert row["knn_conv_k200"] == round(ev["conv"]["knn"]["k200"]["top1"], 2)
-            assert row["knn_fc_k200"] == round(ev["fc"]["knn"]["k200"]["top1"], 2)
-            assert row["probe_conv"] == round(ev["conv"]["probe"]["top1"], 2)
-            assert row["step"] == ev["encoder"]["provenance"]["steps"]
-            assert row["weights_sha256"] == ev["encoder"]["weights_sha256"]
+            ev = load_evaluation(REPO / row["eval"])
+            assert row["knn_conv_k200"] == round(ev["conv"].knn[200], 2)
+            assert row["knn_fc_k200"] == round(ev["fc"].knn[200], 2)
+            assert row["probe_conv"] == round(ev["conv"].probe, 2)
+            assert row["step"] == ev.provenance["steps"]
+            assert row["weights_sha256"] == ev.weights_sha256
             for p in row["points"]:
-                pe = json.loads((REPO / p["eval"]).read_text())
+                pe = load_evaluation(REPO / p["eval"])
                 assert (p["step"], p["knn_conv_k200"], p["knn_fc_k200"]) == (
-                    pe["encoder"]["provenance"]["steps"], round(pe["conv"]["knn"]["k200"]["top1"], 2),
-                    round(pe["fc"]["knn"]["k200"]["top1"], 2))
+                    pe.provenance["steps"], round(pe["conv"].knn[200], 2), round(pe["fc"].knn[200], 2))
                 assert p["step"] < row["step"]
             recipe = json.loads((REPO / row["recipe"]).read_text())
             assert row["changes"] == study.changes(recipe)
@@ -97,14 +98,13 @@ class TestRecord:
     def test_training_minutes_are_equal_and_come_from_the_committed_logs(self, study):
         """Each row's minutes (and its points') recomputed from the run's committed log; all within
         10% of the baseline's."""
-        campaign = load_benchmark("campaign")
         base = study.baseline()["training_minutes"]
         for row in _rows(study):
             recipe = json.loads((REPO / row["recipe"]).read_text())
             committed = REPO / Path(recipe["run"]["out_dir"]).parent
-            records = campaign.log_records(committed)
+            records = run_log.log_records(committed)
             for p in row["points"] + [row]:
-                seconds, _ = campaign.training_time([r for r in records if r.get("step", 0) <= p["step"]],
+                seconds, _ = run_log.training_time([r for r in records if r.get("step", 0) <= p["step"]],
                                                     recipe["optim"]["batch_size"], recipe["run"]["ckpt_every"])
                 assert p["training_minutes"] == round(seconds / 60, 1)
             assert abs(row["training_minutes"] - base) <= study.MINUTES_TOLERANCE * base, row["name"]
@@ -142,7 +142,7 @@ def test_committed_state_loads_and_continues_its_recipe(recipe_name, state_dir):
     assert len(state["encoder"]) > 0
     assert (state["mags"] is not None) == (load_config(str(recipe)).method == "metaug")
     assert sum(p.stat().st_size for p in state_dir.iterdir()) <= STATE_BUDGET_BYTES
-    rows = [r for r in load_benchmark("recipe_study").read_rows() if r["recipe"] == str(recipe.relative_to(REPO))]
+    rows = [r for r in study_module.read_rows() if r["recipe"] == str(recipe.relative_to(REPO))]
     assert all(state["step"] == r["step"] for r in rows)  # once evaluated, the row is of these weights
 
 
@@ -167,7 +167,7 @@ def test_float16_state_size_matches_the_committed_state():
     assert _float16_state_bytes(REPO / "metaug_training" / "recipes" / recipe) == pytest.approx(weights, rel=0.01)
 
 
-@pytest.mark.skipif(not load_benchmark("recipe_study").JSONL.is_file(), reason="no candidate recorded yet")
+@pytest.mark.skipif(not study_module.JSONL.is_file(), reason="no candidate recorded yet")
 def test_every_candidate_commits_its_state_unless_it_cannot_fit(study):
     """Issue #34 asks for each candidate's resume state within the 30 MB budget. Where a recipe's
     weights alone exceed it in float16 (alexnet32 width 1.0), only its log and config are

@@ -2,7 +2,7 @@
 recipe, benchmarks/RESULTS.md and the README: no number on a card was typed in by hand.
 
 Re-measuring the k-NN numbers needs the full CIFAR-10 extraction (minutes); that is
-``benchmarks/reproduce_release.py`` (run by ``benchmarks/release.sh``), whose last output is
+``metaug-release reproduce`` (run by ``benchmarks/campaign_leg.sh`` and ``benchmarks/release.sh``), whose last output is
 committed as benchmarks/release/reproduce.json and checked here.
 """
 
@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 import pytest
-from _benchmark_scripts import load_benchmark
 import torch
 from huggingface_hub import ModelCard
 
 from metaug_features import load_encoder
 from metaug_features.feature_files import sha256_file
 from metaug_training.publish import validate_model_folder
+from metaug_training.release import campaign, campaign_cards, cards
+from metaug_training.release.records import load_evaluation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Which measurements and recipe the shipped folders come from (the first release or a campaign leg).
@@ -33,18 +34,9 @@ pytestmark = pytest.mark.skipif(not all((f / "config.json").is_file() for f in F
                                 reason="no release folders in this checkout")
 
 
-def _cards_module():
-    return load_benchmark("make_release_cards")
-
-
-def _campaign_module():
-    return load_benchmark("campaign")
-
-
 def _final_evaluation() -> dict | None:
     """The training campaign's evaluation-only last row (benchmarks/campaign.jsonl), if any."""
-    c = _campaign_module()
-    return c.final_evaluation(c.read_rows())
+    return campaign.final_evaluation(campaign.read_rows())
 
 
 @pytest.mark.parametrize("layer", ["conv", "fc"])
@@ -68,14 +60,13 @@ def test_both_folders_hold_the_same_network():
 
 @pytest.mark.parametrize("layer", ["conv", "fc"])
 def test_card_metrics_are_the_measured_ones(layer):
-    """Card model-index == the metrics make_release_cards.py derives from the evaluation JSON."""
-    cards = _cards_module()
-    measured = json.loads(EVALUATION.read_text())
+    """Card model-index == the metrics metaug_training.release.cards derives from the evaluation report."""
+    measured = load_evaluation(EVALUATION)
     expected = [(m["name"], m["value"]) for m in cards.layer_metrics(measured, layer)]
     final = _final_evaluation()
-    if final is not None and final["weights_sha256"] == measured["encoder"]["weights_sha256"]:
+    if final is not None and final["weights_sha256"] == measured.weights_sha256:
         # the campaign's last leg probed these weights with the paper protocol: its number is on the card
-        metric = _campaign_module().paper_probe_metric(final, layer)
+        metric = campaign_cards.paper_probe_metric(final, layer)
         expected.append((metric["name"], metric["value"]))
     card = ModelCard.load(FOLDERS[layer] / "README.md")
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == expected
@@ -85,11 +76,11 @@ def test_card_metrics_are_the_measured_ones(layer):
     assert [(m["name"], m["value"]) for m in spec["metrics"]] == expected
     for note in spec.get("notes", []):
         assert note in card.text
-    # the evaluated weights are the released ones (evaluation JSON records the run's export)
+    # the evaluated weights are the released ones (the evaluation report records the run's export)
     prov = load_encoder(FOLDERS[layer]).config.provenance
-    assert prov == measured["encoder"]["provenance"]
+    assert prov == measured.provenance
     if "evaluated_folder" in CURRENT:  # the evaluation ran on the shipped file itself
-        assert measured["encoder"]["weights_sha256"] == sha256_file(REPO_ROOT / CURRENT["evaluated_folder"] / "model.safetensors")
+        assert measured.weights_sha256 == sha256_file(REPO_ROOT / CURRENT["evaluated_folder"] / "model.safetensors")
 
 
 def test_provenance_matches_recipe():

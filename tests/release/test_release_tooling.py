@@ -1,6 +1,7 @@
 """Release tooling (issue 5): model card rendered from metaug_training/model_cards/, parsed by huggingface_hub;
 metaug-export --card-metrics; metaug-push --dry-run validation and the no-token / offline stop
-before any network call; benchmarks/reproduce_release.py re-measures the card's k-NN number."""
+before any network call; `metaug-release reproduce` re-measures the card's k-NN number and
+`metaug-release evaluate` writes the release evaluation as a metaug-eval report."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import math
 from pathlib import Path
 
 import pytest
-from _benchmark_scripts import load_benchmark
 import torch
 from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard
 
 from metaug_cli.export import main as export_main
 from metaug_cli.push import main as push_main
+from metaug_cli.release import main as release_cli
 from metaug_features import EncoderConfig, load_encoder, save_pretrained
 from metaug_features.errors import ConfigError
 from metaug_features.hub import RELEASE_TAG
@@ -25,6 +26,7 @@ from metaug_training.checkpoint import save_checkpoint
 from metaug_training.config import load_config
 from metaug_training.model_card import render_card
 from metaug_training.publish import PublishError, push_folder, validate_model_folder
+from metaug_training.release import reproduce
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CFG = EncoderConfig(architecture="alexnet32", width=0.125, views=("l", "ab"))
@@ -296,13 +298,8 @@ def test_push_sequence_with_tag(folder, monkeypatch):
     assert res.files == ["README.md", "config.json", "model.safetensors"] and res.tag == "v0.1.0"
 
 
-# ---------------------------------------------------------------- reproduce_release.py
-def _load_reproduce():
-    return load_benchmark("reproduce_release")
-
-
+# ---------------------------------------------------------------- metaug-release reproduce
 def test_reproduce_release_checks_card_against_measurement(cifar_images, encoder, tmp_path):
-    repro = _load_reproduce()
     # The card's number is a real measurement, taken here by a different path (encoder.extract
     # on the files in memory) than the script's (extract_features -> feature folder).
     splits = {}
@@ -313,53 +310,65 @@ def test_reproduce_release_checks_card_against_measurement(cifar_images, encoder
     claim = {**METRICS[0], "name": "weighted k-NN k=200 T=0.07 (fc6)", "value": round(measured, 2),
              "args": {"protocol": "knn", "k": 200, "temperature": 0.07, "layer": "fc6"}}
     good = save_pretrained(encoder, tmp_path / "good", card=card_text([claim, METRICS[1]]))
-    rows = repro.reproduce(good, cifar_images, tmp_path / "work", workers=0, batch_size=100)
+    rows = reproduce.reproduce(good, cifar_images, tmp_path / "work", workers=0, batch_size=100)
     assert len(rows) == 1 and rows[0]["layer"] == "fc6" and rows[0]["ok"]
     assert abs(rows[0]["measured"] - measured) < 1e-6
 
     off = save_pretrained(encoder, tmp_path / "off", card=card_text([{**claim, "value": round(measured + 0.5, 2)}]))
-    rows = repro.reproduce(off, cifar_images, tmp_path / "work", workers=0, batch_size=100)
+    rows = reproduce.reproduce(off, cifar_images, tmp_path / "work", workers=0, batch_size=100)
     assert not rows[0]["ok"] and rows[0]["diff"] == pytest.approx(-0.5, abs=0.006)
-    # the command: exit 0 for the good folder, 1 when any folder is off
-    res = CliRunner().invoke(repro.main, [str(good), "--data", str(cifar_images), "--workers", "0",
-                                          "--device", "cpu", "--work-dir", str(tmp_path / "w2")])
+    # the command: exit 0 for the good folder, 2 (a failed check) when any folder is off
+    res = CliRunner().invoke(release_cli, ["reproduce", str(good), "--data", str(cifar_images), "--workers", "0",
+                                           "--device", "cpu", "-o", str(tmp_path / "w2"),
+                                           "--report", str(tmp_path / "rows.json")])
     assert res.exit_code == 0 and res.output.startswith("OK"), res.output
-    res = CliRunner().invoke(repro.main, [str(good), str(off), "--data", str(cifar_images), "--workers", "0",
-                                          "--device", "cpu", "--work-dir", str(tmp_path / "w2")])
-    assert res.exit_code == 1 and "FAIL" in res.output
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["ok"] is True
+    res = CliRunner().invoke(release_cli, ["reproduce", str(good), str(off), "--data", str(cifar_images),
+                                           "--workers", "0", "--device", "cpu", "-o", str(tmp_path / "w2")])
+    assert res.exit_code == 2 and "FAIL" in res.output
+    assert "Error: 1 of 2 card numbers differ by more than 0.3 points" in res.output
 
 
 def test_reproduce_release_reads_archive(cifar_images, tmp_path):
     """--data may be a .tar.gz of a folder holding train/ and test/."""
     import tarfile
 
-    repro = _load_reproduce()
     arc = tmp_path / "c.tar.gz"
     with tarfile.open(arc, "w:gz") as tar:
         tar.add(cifar_images / "test" / "cat", arcname="cifar10/test/cat")
         tar.add(cifar_images / "train" / "cat", arcname="cifar10/train/cat")
-    root = repro.resolve_data(arc, tmp_path / "work")
+    root = reproduce.resolve_data(arc, tmp_path / "work")
     assert root == tmp_path / "work" / "data" / "cifar10"
     assert len(list((root / "train" / "cat").glob("*.jpg"))) == 20
 
 
-# ---------------------------------------------------------------- evaluate_encoder.py
+# ---------------------------------------------------------------- metaug-release evaluate
 def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_path, one_torch_thread):
-    """The release evaluation script's one-pass conv+fc features equal metaug-extract's per-layer
-    output, and its k-NN / probe / k-means numbers equal the library evaluators on them."""
-    ev = load_benchmark("evaluate_encoder")
-    from metaug_features.evaluation import cluster_evaluate, fast_linear_probe
+    """The release evaluation's one-pass conv+fc features equal metaug-extract's per-layer
+    output, and its k-NN / probe / k-means numbers, read back from the metaug-eval report it
+    writes, equal the library evaluators on them."""
+    from metaug_features.evaluation import cluster_evaluate, fast_linear_probe, read_report
     from metaug_features.extract import extract_features
     from metaug_features.feature_files import read_feature_set
+    from metaug_training.release.records import load_evaluation
 
     torch.manual_seed(0)
     model = save_pretrained(MetAugEncoder(EncoderConfig(architecture="alexnet32", width=0.125)), tmp_path / "m")
-    res = ev.main(["--model", str(model), "--data", str(cifar_images), "--out", str(tmp_path / "feats"),
-                   "--json", str(tmp_path / "r.json"), "--per-class-test", "10", "--quiet"])
-    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(res))
-    assert res["extract_train"]["images"] == 200 and res["extract_test"]["images"] == 100
+    res = CliRunner().invoke(release_cli, ["evaluate", "--model", str(model), "--data", str(cifar_images),
+                                           "-o", str(tmp_path / "feats"), "--report", str(tmp_path / "r.json"),
+                                           "--per-class-test", "10", "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = read_report(tmp_path / "r.json")
+    assert report["format"] == "metaug-eval-report" and report["version"] == 2
+    assert report["inputs"]["data"]["extract"]["train"]["images"] == 200
+    assert report["inputs"]["data"]["extract"]["test"]["images"] == 100
+    assert report["inputs"]["model"]["weights_sha256"] == sha256_of(model / "model.safetensors")
+    assert [(e["layer"], e["name"]) for e in report["evaluations"]] == [
+        (layer, name) for layer in ("conv", "fc") for name in ("knn", "fast_probe", "kmeans")]
+    ev = load_evaluation(tmp_path / "r.json")
     for layer in ("conv", "fc"):
         tr, te = read_feature_set(tmp_path / "feats" / f"train_{layer}"), read_feature_set(tmp_path / "feats" / f"test_{layer}")
+        assert report["inputs"][f"{layer}/train"]["num_rows"] == 200 and ev[layer].dim == tr.features.shape[1]
         extract_features(str(model), [cifar_images / "train"], tmp_path / f"ref_{layer}", layer=layer,
                                workers=0, progress=False)
         np_ref = read_feature_set(tmp_path / f"ref_{layer}")
@@ -368,7 +377,27 @@ def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_pa
         torch.testing.assert_close(torch.from_numpy(tr.features), torch.from_numpy(np_ref.features),
                                    rtol=1e-5, atol=1e-5)
         knn = knn_evaluate(tr.features, tr.labels, te.features, te.labels, ks=(200, 20), temperature=0.07)
-        assert res[layer]["knn"] == {f"k{k}": v for k, v in knn.accuracy.items()}
-        assert res[layer]["probe"]["top1"] == fast_linear_probe(tr.features, tr.labels, te.features, te.labels).accuracy["top1"]
+        assert ev[layer].knn == {k: acc["top1"] for k, acc in knn.accuracy.items()}
+        assert ev[layer].probe == fast_linear_probe(tr.features, tr.labels, te.features, te.labels).accuracy["top1"]
         kmeans = cluster_evaluate(te.features, te.labels, restarts=5, seed=0).metrics
-        assert res[layer]["kmeans"]["nmi_percent"] == kmeans["nmi_percent"] and "nmi" not in res[layer]["kmeans"]
+        assert ev[layer].kmeans["nmi_percent"] == kmeans["nmi_percent"] and "nmi" not in ev[layer].kmeans
+        assert ev[layer].nmi_percent == kmeans["nmi_percent"]
+
+
+def sha256_of(path: Path) -> str:
+    from metaug_features.feature_files import sha256_file
+
+    return sha256_file(path)
+
+
+def test_evaluate_refuses_bad_inputs_with_one_line(cifar_images, tmp_path):
+    """Both or neither of --model / --random-init, an empty split folder: exit 2, one Error line."""
+    for args, msg in ((["--model", "x", "--random-init", "0.5"], "exactly one of --model and --random-init"),
+                      ([], "exactly one of --model and --random-init"),
+                      (["--random-init", "0"], "positive width")):
+        res = CliRunner().invoke(release_cli, ["evaluate", *args, "--data", str(cifar_images), "-o", str(tmp_path / "f")])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    res = CliRunner().invoke(release_cli, ["evaluate", "--random-init", "0.125", "--data", str(tmp_path / "empty"),
+                                           "-o", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "no JPEG files under" in res.output, res.output
