@@ -44,13 +44,18 @@ def _command(name: str) -> click.Command:
 
 
 def _all_commands() -> list[tuple[str, list[str], click.Command]]:
-    """(script, subcommand path, command) for every script and every subcommand of a group."""
+    """(script, subcommand path, command) for every script and every subcommand of a group, at
+    any depth (``metaug-release campaign row``)."""
     out = []
-    for name in SCRIPTS:
-        cmd = _command(name)
-        out.append((name, [], cmd))
+
+    def walk(name: str, path: list[str], cmd: click.Command) -> None:
+        out.append((name, path, cmd))
         if isinstance(cmd, click.Group):
-            out += [(name, [sub], c) for sub, c in cmd.commands.items()]
+            for sub, c in cmd.commands.items():
+                walk(name, [*path, sub], c)
+
+    for name in SCRIPTS:
+        walk(name, [], _command(name))
     return out
 
 
@@ -66,12 +71,12 @@ def _flat(text: str) -> str:
 
 def test_every_console_script_is_checked():
     assert set(SCRIPTS) == {"metaug-extract", "metaug-eval", "metaug-train", "metaug-export", "metaug-push",
-                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search"}
+                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search", "metaug-release"}
 
 
 @pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=lambda v: v if isinstance(v, str) else None)
 def test_help_ends_with_the_exit_codes(name, sub, cmd):
-    assert _flat(EXIT_CODES) in _flat(_help(cmd, sub))
+    assert _flat(EXIT_CODES) in _flat(_help(_command(name), sub))
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -92,7 +97,7 @@ def test_outputs_are_dash_o(name, sub, cmd):
             assert sorted(o for o in p.opts if o not in p.legacy) == ["--output", "-o"], p.opts
         else:
             assert not any(o.startswith("--out") for o in p.opts), f"{name} {sub}: {p.opts}"
-    text = _help(cmd, sub)
+    text = _help(_command(name), sub)
     assert "--out-dir" not in text and "--plots" not in text
 
 
@@ -155,6 +160,7 @@ def _user_errors(tmp: Path) -> dict[str, list[str]]:
         "metaug-compact-state": [str(tmp / "missing.pt"), "-o", str(tmp / "o")],
         "metaug-train-vae": [missing, "-o", str(tmp / "o")],
         "metaug-a2-search": [missing, missing, "-o", str(tmp / "o.safetensors")],
+        "metaug-release": ["campaign", "cards", "--leg", "99", "-o", str(tmp / "o")],
     }
 
 
@@ -174,7 +180,8 @@ def test_user_error_exits_2_with_one_line(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name,sub", [("metaug-extract", []), ("metaug-eval", ["paper-probe"]),
-                                      ("metaug-train", []), ("metaug-train-vae", []), ("metaug-a2-search", [])])
+                                      ("metaug-train", []), ("metaug-train-vae", []), ("metaug-a2-search", []),
+                                      ("metaug-release", ["reproduce"])])
 def test_bad_device_is_a_usage_error(name, sub):
     _assert_user_error(CliRunner().invoke(_command(name), [*sub, "--device", "gpu"]), "unknown device 'gpu'")
 
@@ -263,8 +270,10 @@ def _readme_invocations() -> list[tuple[str, list[str], set[str]]]:
             for part in re.split(r"&&|\|", line.split("#", 1)[0]):
                 words = shlex.split(part, posix=False) if part.strip() else []
                 if words and words[0] in SCRIPTS:
-                    cmd = _command(words[0])
-                    sub = [words[1]] if isinstance(cmd, click.Group) and len(words) > 1 and words[1] in cmd.commands else []
+                    cmd, sub = _command(words[0]), []
+                    while isinstance(cmd, click.Group) and len(words) > len(sub) + 1 and words[len(sub) + 1] in cmd.commands:
+                        cmd = cmd.commands[words[len(sub) + 1]]
+                        sub.append(words[len(sub) + 1])
                     found.append((words[0], sub, set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", part))))
     return found
 
