@@ -4,7 +4,7 @@ Cards are never written by hand: the export step fills the template with the enc
 the training recipe and budget, and the metrics the evaluation measured on the exported folder.
 The YAML front matter carries ``library_name``, tags, datasets, licence and a ``model-index``
 that ``huggingface_hub.ModelCard`` parses into ``card.data.eval_results`` (one ``EvalResult``
-per metric entry), which is what ``benchmarks/reproduce_release.py`` checks against.
+per metric entry), which is what ``metaug-release reproduce`` checks against.
 
 A metric entry (one measured number) is a dict::
 
