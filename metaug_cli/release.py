@@ -62,16 +62,14 @@ def evaluate(model, random_init, seed, data, output, report, layers, per_class_t
              batch_size, no_probe, no_cluster, reuse, quiet):
     """Weighted k-NN (k 200 and 20, T 0.07), fast linear probe and k-means of an encoder's conv and
     fc features on CIFAR-10, as one metaug-eval report (the evaluation behind cards and records)."""
-    from metaug_features.evaluation import format_table, write_report
-    from metaug_training.release.encoder_eval import EvalSettings, evaluate_encoder
+    from metaug_features.evaluation import format_table
+    from metaug_training.release.encoder_eval import EvalSettings, run_evaluation
 
     settings = EvalSettings(data=data, output=output, model=model, random_init=random_init, seed=seed,
                             layers=tuple(x for x in layers.split(",") if x), per_class_train=per_class_train,
                             per_class_test=per_class_test, threads=threads, batch_size=batch_size,
                             probe=not no_probe, cluster=not no_cluster, reuse=reuse, quiet=quiet)
-    doc = evaluate_encoder(settings, log=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
-    if report is not None:
-        write_report(report, doc)
+    doc = run_evaluation(settings, report, log=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
     click.echo(format_table(doc))
     echo_written([report] if report is not None else [], quiet)
 

@@ -206,3 +206,15 @@ def evaluate_encoder(settings: EvalSettings, log: Callable[[str], None] = print)
     inputs: dict[str, Any] = {"model": desc, "data": data}
     inputs.update({key: input_info(fs.features, path=folder, meta=fs.meta) for key, (folder, fs) in sets.items()})
     return build_report(entries, inputs)
+
+
+def run_evaluation(settings: EvalSettings, report: Path | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``metaug-release evaluate``: :func:`evaluate_encoder`, the report written atomically to
+    ``report`` when given; returns the report."""
+    from metaug_features.evaluation import write_report
+
+    doc = evaluate_encoder(settings, log)
+    if report is not None:
+        write_report(report, doc)
+    return doc
