@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..crops import sample_crop_box, sample_crop_params
 from ..errors import EvaluationInputError
 from .checks import check_labels
 
@@ -71,49 +72,22 @@ class PaperProbeConfig:
                                         eval_batch_size=self.eval_batch_size)
 
 
-def sample_crop_box(
-    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], gen: torch.Generator
-) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop covering a fraction in ``scale`` of the image area with
-    aspect ratio (log-uniform) in ``ratio``; 10 tries, then the largest centred crop whose
-    aspect ratio is within ``ratio`` — the RandomResizedCrop rule of Szegedy et al. (2015)."""
-    area = height * width
-    log_r = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        u = torch.rand(2, generator=gen).tolist()
-        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
-        aspect = math.exp(log_r[0] + (log_r[1] - log_r[0]) * u[1])
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
 def augment_batch(
     images: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float], flip: bool,
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Train-time augmentation of uint8 images [B, 3, H, W] -> uint8 [B, 3, size, size]:
     one random resized crop (bilinear, antialiased) and a horizontal flip with probability 1/2
-    per image."""
+    per image. Boxes and flips come from the library's one sampler in its ``"per_image"`` draw
+    order (:mod:`metaug_features.crops`), which keeps this probe's seeded results unchanged."""
     from torchvision.transforms.v2 import functional as TF
 
+    params = sample_crop_params(images.shape[0], images.shape[-2], images.shape[-1], scale, ratio, flip, gen,
+                                draws="per_image")
     out = torch.empty(images.shape[0], 3, size, size, dtype=torch.uint8)
-    flips = torch.rand(images.shape[0], generator=gen) < 0.5
-    for i in range(images.shape[0]):
-        top, left, h, w = sample_crop_box(images.shape[-2], images.shape[-1], scale, ratio, gen)
+    for i, (top, left, h, w) in enumerate(params.boxes.long().tolist()):
         crop = TF.resized_crop(images[i], top, left, h, w, [size, size], antialias=True)
-        out[i] = crop.flip(-1) if (flip and flips[i]) else crop
+        out[i] = crop.flip(-1) if params.flip[i] else crop
     return out
 
 
