@@ -141,7 +141,7 @@ class DecodePool:
 
     Args:
         decode_item: ``index -> (index, uint8 [3, S, S] or None, reason or None)``; never raises
-            for a bad file (see ``extract.FileDataset``).
+            for a bad file (see ``file_decode.FileDataset``).
         workers: number of processes (>= 1).
         time_limit: seconds one file may take; None = no limit.
     """

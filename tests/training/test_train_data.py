@@ -61,10 +61,12 @@ def test_flat_folder_bad_files_and_resizing(tmp_path):
     Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(tmp_path / "grey.png")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
-    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "notes.txt").write_text("not decoded, but listed")
     d = load_image_array(str(tmp_path), split="train", size=0, cache_dir=None, max_size=24)
     assert d.paths == ["grey.png", "wide.png"] and d.classes == [] and d.labels.tolist() == [-1, -1]
-    assert dict(d.skipped) == {"empty.jpg": "empty file", "junk.jpg": "not a readable image"}
+    # The library's skip list: nothing disappears silently, same reasons as an extraction's skipped.csv.
+    assert d.skipped == [("empty.jpg", "empty file"), ("junk.jpg", "not a readable image"),
+                         ("notes.txt", "not an image file extension")]
     # size 0: the first image's shorter side (16), capped at max_size
     assert d.images.shape == (2, 16, 16, 3)
     # the wide image: its centred 40x40 square resampled to 16x16
