@@ -299,6 +299,11 @@ class DecodePool:
         self._replace(w)
 
 
+def default_workers() -> int:
+    """Decoding worker processes by default: min(4, CPU cores)."""
+    return min(4, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Decoding:
     """How files are decoded: ``workers`` processes (0 = in the calling process) and the

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding
+from .decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, default_workers
 from .device import resolve_device
 from .errors import MetAugError
 from .extract_result import ExtractSummary, StrictModeError
@@ -65,11 +65,6 @@ EXTRACTION_VERSION = 2
 
 
 # ---------------------------------------------------------------------- helpers
-def default_workers() -> int:
-    """Decoding worker processes by default: min(4, CPU cores)."""
-    return min(4, os.cpu_count() or 1)
-
-
 def _progress(total: int, initial: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 

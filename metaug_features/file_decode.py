@@ -103,5 +103,25 @@ def decode_files(entries: Sequence[FileEntry], load_image: LoadImage, batches: S
         raw.close()
 
 
-__all__ = ["FileDataset", "DecodedBatch", "LoadImage", "batch_ranges", "collate_decoded", "decode_files",
+def decode_paths(paths: Sequence[str], load_image: LoadImage, decoding: Decoding,
+                 batch_size: int = 64) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    """Decode image files given by path (no listing rules: every path is opened).
+
+    Returns:
+        uint8 ``[M, 3, S, S]`` of the files that decoded (in input order; None if none did),
+        their positions in ``paths``, and ``(position, skip reason)`` of the others.
+    """
+    entries = [FileEntry(p, p, "") for p in paths]
+    rows: list[int] = []
+    parts: list[torch.Tensor] = []
+    bad: list[tuple[int, str]] = []
+    for r, images, skipped, _ in decode_files(entries, load_image, batch_ranges(0, len(entries), batch_size), decoding):
+        rows += r
+        bad += skipped
+        if images is not None:
+            parts.append(images)
+    return (torch.cat(parts) if parts else None), rows, bad
+
+
+__all__ = ["FileDataset", "decode_paths", "DecodedBatch", "LoadImage", "batch_ranges", "collate_decoded", "decode_files",
            "format_skip_reason"]

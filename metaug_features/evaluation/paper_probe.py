@@ -20,6 +20,7 @@ several seeds, the mean and a 95% Student-t interval. Every setting is a field o
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -30,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..crops import sample_crop_box, sample_crop_params
+from ..decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, default_workers
 from ..errors import EvaluationInputError
+from ..file_decode import decode_paths
 from .checks import check_labels
 
 __all__ = ["PaperProbeConfig", "PaperProbeResult", "paper_linear_probe", "sample_crop_box", "augment_batch"]
@@ -134,7 +137,22 @@ def _as_uint8_images(images: Any, encoder: nn.Module, name: str) -> torch.Tensor
     images = list(images)
     if not images:
         raise EvaluationInputError(f"{name}: no images")
+    if all(isinstance(im, (str, os.PathLike)) for im in images):
+        return _decode_files(images, encoder, name)
     return encoder.preprocess.load_batch(images)
+
+
+def _decode_files(paths: Sequence[str | os.PathLike], encoder: nn.Module, name: str) -> torch.Tensor:
+    """Image files -> uint8 [N, 3, S, S] through the library's decode pool (per-file time limit,
+    crash isolation, the reasons ``metaug-extract`` gives). Every file must decode: a skipped
+    image would leave its label without an image, so any skip is an error that lists them."""
+    decoded, _, bad = decode_paths([os.fspath(p) for p in paths], encoder.preprocess.load_image,
+                                   Decoding(default_workers(), DEFAULT_DECODE_TIME_LIMIT_S))
+    if bad:
+        listed = "; ".join(f"{os.fspath(paths[i])}: {r}" for i, r in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise EvaluationInputError(f"{name}: {len(bad)} of {len(paths)} image file(s) could not be decoded ({listed}); "
+                                   "remove or fix them (metaug-extract lists the same reasons in skipped.csv)")
+    return decoded
 
 
 def _t_quantile_975(df: int) -> float:
