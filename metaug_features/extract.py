@@ -16,13 +16,19 @@ Guarantees:
   the list was sharded. A killed run restarted with the same arguments recomputes only the
   missing chunks and ends bit-identical to an uninterrupted run.
 * **Scale-out**: ``shard=(i, n)`` computes a contiguous 1/n of the chunks;
-  :func:`merge_shards` concatenates the shard folders into the single-run output, byte for byte.
+  :func:`metaug_features.merge.merge_shards` concatenates the shard folders into the single-run
+  output, byte for byte.
 * **Bad input never crashes or hangs**: every file that cannot be decoded is skipped and
   listed with its reason, including a file whose decoder runs past the per-file time limit or
   crashes its worker process (see :mod:`metaug_features.decode_pool`); ``strict=True`` turns any skip into :class:`StrictModeError` with no final
   output. Argument errors (missing path, unwritable output, unknown layer, output folder of a
   different run) are :class:`MetAugError` raised before any image is decoded.
 * **Constant memory**: features are held one chunk at a time and streamed to the final file.
+
+Neighbours: listing and labels in :mod:`~metaug_features.file_list`, decoding in
+:mod:`~metaug_features.file_decode` (the decode pool), the output folder's states in
+:mod:`~metaug_features.output_folder`, the resume chunks and the lock in
+:mod:`~metaug_features.extract_state`, merging in :mod:`~metaug_features.merge`.
 """
 
 from __future__ import annotations

@@ -108,3 +108,24 @@ def test_one_sampler_two_draw_orders():
     assert fallback_box(1, 64, (1.0, 1.0)) == (0, 31, 1, 1)
     with pytest.raises(ValueError, match="draws"):
         sample_crop_params(1, 8, 8, draws="sideways")
+
+
+def test_the_library_never_imports_training_and_training_lists_nothing_itself():
+    """One input path: metaug_features does not depend on metaug_training, and training code
+    neither names image extensions nor derives labels from paths (it calls the library)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for f in (repo / "metaug_features").rglob("*.py"):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("metaug_training") for n in names), f
+    extension = re.compile(r"[\"']\.(jpe?g|png|bmp|gif|webp|tiff?|ppm|pgm)[\"']", re.IGNORECASE)
+    for f in [*(repo / "metaug_training").rglob("*.py"), *(repo / "metaug_cli").rglob("*.py")]:
+        text = f.read_text(encoding="utf-8")
+        assert not extension.search(text), f"{f} names an image extension"
+        assert ".parent.name" not in text and 'split("/", 1)[0]' not in text, f"{f} derives labels from paths"
