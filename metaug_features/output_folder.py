@@ -54,6 +54,7 @@ def check_format(fmt: str) -> None:
 
 
 def read_meta(out: Path) -> dict[str, Any] | None:
+    """``extract.json`` of a finished folder, or None (missing or unreadable: not finished)."""
     try:
         with open(out / METADATA, encoding="utf-8") as f:
             return json.load(f)
@@ -62,6 +63,7 @@ def read_meta(out: Path) -> dict[str, Any] | None:
 
 
 def read_skipped(out: Path) -> list[tuple[str, str]]:
+    """``(path, reason)`` rows of ``skipped.csv`` (file names kept byte-exact)."""
     with open(out / SKIPPED, newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = list(csv.reader(f))[1:]
     return [(r[0], r[1]) for r in rows]
@@ -79,6 +81,7 @@ def remove_our_files(out: Path) -> None:
 
 
 def foreign_entries(out: Path) -> list[str]:
+    """Names in ``out`` that an extraction did not write (its temporary files excepted)."""
     ours = set(OUR_FILES) | {PARTIAL_DIR}
     return sorted(n for n in os.listdir(out) if n not in ours and not (n.startswith(".") and n.endswith(".tmp")))
 
@@ -147,6 +150,7 @@ def other_version_only(old_key: dict[str, Any] | None, key: dict[str, Any]) -> b
 
 
 def read_manifest(folder: Path) -> list[tuple[str, str]]:
+    """``(path, label)`` of every row of ``manifest.csv``."""
     with open(folder / MANIFEST, newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = list(csv.reader(f))[1:]
     return [(r[1], r[2]) for r in rows]
