@@ -1,5 +1,5 @@
 """``metaug-extract``: frozen features for folders of images (parses options, calls
-:func:`metaug_features.extract.extract_features` or :func:`~metaug_features.extract.merge_shards`)."""
+:func:`metaug_features.extract.extract_features` or :func:`~metaug_features.merge.merge_shards`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from metaug_features.extract import (
     ExtractSummary,
     default_workers,
     extract_features,
-    merge_shards,
 )
+from metaug_features.merge import merge_shards
 
 from ._common import command, device_option, handle_errors, normalised, output_option
 

@@ -141,7 +141,7 @@ class DecodePool:
 
     Args:
         decode_item: ``index -> (index, uint8 [3, S, S] or None, reason or None)``; never raises
-            for a bad file (see ``extract.FileDataset``).
+            for a bad file (see ``file_decode.FileDataset``).
         workers: number of processes (>= 1).
         time_limit: seconds one file may take; None = no limit.
     """
@@ -297,6 +297,11 @@ class DecodePool:
         st.queue.appendleft(w.batch)
         w.batch = None
         self._replace(w)
+
+
+def default_workers() -> int:
+    """Decoding worker processes by default: min(4, CPU cores)."""
+    return min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ Layout::
 
 The *key* is every argument that affects the numbers (extraction version of the library, model
 fingerprint, layer, batch size, chunk size, device type, file-list hash, shard, root folder). A
-restart whose key differs refuses to mix chunks (see ``_claim_output`` in
-:mod:`metaug_features.extract`).
+restart whose key differs refuses to mix chunks (see ``claim_output`` in
+:mod:`metaug_features.output_folder`).
 """
 
 from __future__ import annotations

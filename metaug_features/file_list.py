@@ -19,7 +19,10 @@ both need the list to come out identical every time it is built from the same fo
   is well defined even for file names that are not valid UTF-8 (they are carried as ``str``
   with surrogate escapes, exactly as ``os.listdir`` returns them).
 * The **label** of a file is the name of its parent folder, as torchvision's ImageFolder
-  does; a file directly in the root has the label ``""``.
+  does; a file directly in the root has the label ``""`` (:func:`label_of`). In a nested
+  tree, ``root/animals/cat/x.jpg`` is labelled ``cat``, not ``animals``. This one rule serves
+  extraction (the manifest's ``label``), evaluation and training, where
+  :func:`label_indices` numbers the labels (sorted class names; ``""`` becomes -1).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from .errors import MetAugError
 
@@ -89,6 +94,7 @@ def sort_key(rel: str) -> bytes:
 
 
 def has_image_extension(name: str) -> bool:
+    """Whether a file name ends in one of :data:`IMAGE_EXTENSIONS` (case insensitive)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -103,9 +109,27 @@ def _rel(path: str, root: str) -> str:
     return rel.replace(os.sep, "/")
 
 
-def _label(rel: str) -> str:
+def label_of(rel: str) -> str:
+    """The label of a file from its ``/``-separated path relative to the root: the name of its
+    parent folder (as torchvision's ImageFolder), ``""`` for a file directly in the root."""
     parts = rel.split("/")
     return parts[-2] if len(parts) > 1 else ""
+
+
+_label = label_of  # the walk below calls it once per file
+
+
+def label_indices(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Number the labels of :func:`label_of`: class names sorted, ``""`` (a file directly in the
+    root, no class) -> -1.
+
+    Returns:
+        int64 ``[N]`` indices into the class list, and the sorted class names (empty when no
+        file has a class, e.g. a flat folder).
+    """
+    classes = sorted({name for name in labels if name})
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup.get(name, -1) for name in labels], dtype=np.int64), classes
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -147,6 +171,13 @@ def _walk(folder: str, root: str, exclude: str | None) -> Iterable[FileEntry]:
     for d in unlistable:
         rel = _rel(d, root)
         yield FileEntry(d, rel, _label(rel), REASON_UNLISTABLE)
+
+
+def entry_for(path: str, rel: str) -> FileEntry:
+    """The entry of a regular file that was not found by walking a folder (e.g. an archive
+    member): skipped without decoding when its extension is not an image extension."""
+    name = rel.rsplit("/", 1)[-1]
+    return FileEntry(path, rel, label_of(rel), None if has_image_extension(name) else REASON_NOT_IMAGE_EXT)
 
 
 def collect_files(paths: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None) -> FileList:
@@ -217,6 +248,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 __all__ = [
     "FileEntry", "FileList", "IMAGE_EXTENSIONS", "collect_files", "chunk_bounds", "shard_chunks",
-    "parse_shard", "sort_key", "has_image_extension", "common_root",
+    "parse_shard", "sort_key", "has_image_extension", "common_root", "label_of", "label_indices", "entry_for",
     "REASON_NOT_IMAGE_EXT", "REASON_NOT_REGULAR", "REASON_UNLISTABLE",
 ]

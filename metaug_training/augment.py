@@ -2,7 +2,8 @@
 
 The official recipe is ``RandomResizedCrop(size, scale=(0.2, 1))`` + ``RandomHorizontalFlip``,
 applied per image by PIL in DataLoader workers. Here the crop parameters of a whole batch are
-drawn at once (the same acceptance rule as torchvision: up to 10 tries of area fraction and log-
+drawn at once by the library's sampler (:func:`metaug_features.crops.sample_crop_params`, draw
+order ``"batched"``: torchvision's acceptance rule, up to 10 tries of area fraction and log-
 aspect ratio, then a centre-crop fallback) and one ``grid_sample`` call crops, resizes and flips
 every image on the training device. Lab conversion and normalisation follow in the encoder's
 ``preprocess.to_input``; the views L / ab / ori are channel slices of that one crop.
@@ -17,74 +18,14 @@ antialiasing; for the cached CIFAR-10 (32 px, crops upsampled) it never downsamp
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-#: torchvision tries this many (area, ratio) draws before falling back to a centre crop.
-_ATTEMPTS = 10
+# The sampler lives in the library (one RandomResizedCrop rule for training and the paper probe);
+# re-exported here because the training modules and tests import it from this module.
+from metaug_features.crops import CropParams, sample_crop_params
 
-
-@dataclass
-class CropParams:
-    """Crop boxes and flips of a batch (CPU tensors).
-
-    boxes: float32 ``[B, 4]`` = (top, left, height, width) in pixels, integers as torchvision.
-    flip: bool ``[B]``.
-    """
-
-    boxes: torch.Tensor
-    flip: torch.Tensor
-
-    def __getitem__(self, sel) -> "CropParams":
-        return CropParams(self.boxes[sel], self.flip[sel])
-
-
-def sample_crop_params(n: int, height: int, width: int, scale: tuple[float, float] = (0.2, 1.0),
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
-                       generator: torch.Generator | None = None) -> CropParams:
-    """Draw RandomResizedCrop boxes (+ flips) for ``n`` images of ``height`` x ``width``.
-
-    Per image, as ``torchvision.transforms.RandomResizedCrop.get_params``: attempt t draws an
-    area fraction s ~ U(scale) and a log-aspect r ~ U(log ratio); w = round(sqrt(s*H*W*e^r)),
-    h = round(sqrt(s*H*W/e^r)); the first attempt with 0 < w <= W and 0 < h <= H is taken with
-    top ~ U{0..H-h}, left ~ U{0..W-w}. If all 10 fail, the largest centred crop whose aspect lies
-    in ``ratio`` is used. All draws are made for every image at once (fixed tensor shapes, so
-    the same generator state always gives the same boxes).
-    """
-    g = generator
-    area = float(height * width)
-    u_scale = torch.rand(n, _ATTEMPTS, generator=g)
-    u_ratio = torch.rand(n, _ATTEMPTS, generator=g)
-    u_top = torch.rand(n, generator=g)
-    u_left = torch.rand(n, generator=g)
-    u_flip = torch.rand(n, generator=g)
-    target = area * (scale[0] + (scale[1] - scale[0]) * u_scale)
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = valid.to(torch.int8).argmax(dim=1, keepdim=True)  # first valid attempt (0 if none)
-    w = w.gather(1, first).squeeze(1)
-    h = h.gather(1, first).squeeze(1)
-    found = valid.any(dim=1)
-    # Fallback (torchvision): clamp the image's own aspect into the allowed range.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fw, fh = int(round(height * max(ratio))), height
-    else:
-        fw, fh = width, height
-    w = torch.where(found, w, torch.full_like(w, fw))
-    h = torch.where(found, h, torch.full_like(h, fh))
-    top = torch.where(found, torch.floor(u_top * (height - h + 1)), torch.full_like(h, (height - fh) // 2))
-    left = torch.where(found, torch.floor(u_left * (width - w + 1)), torch.full_like(w, (width - fw) // 2))
-    flips = (u_flip < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
-    return CropParams(torch.stack([top, left, h, w], dim=1).float(), flips)
+__all__ = ["BatchAugment", "CropParams", "apply_crops", "crop_grid", "sample_crop_params"]
 
 
 def crop_grid(params: CropParams, height: int, width: int, out_size: int, device: torch.device | str = "cpu") -> torch.Tensor:

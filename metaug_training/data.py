@@ -5,18 +5,30 @@ afford, so every image is decoded once into ``images`` (uint8 ``[N, S, S, 3]``, 
 CIFAR-10 at S = 32) and cached as ``.npy`` (written atomically) keyed by the source's file list,
 sizes and times. Augmentation then works on whole batches of tensors (``augment.py``).
 
-Sources (``DataConfig.path``):
+Listing, labels and decoding are the library's (the same path as ``metaug-extract``), so a
+folder gives the same files, order, labels and skips in training and in extraction:
 
-- an image folder: ``<path>/<split>/`` when that sub-folder exists, else ``<path>`` itself;
-  images in class sub-folders get the sub-folder name as label (as ImageFolder does), a flat
-  folder gives label -1. Decoding runs in ``num_workers`` DataLoader worker processes.
+- an image folder: ``<path>/<split>/`` when that sub-folder exists, else ``<path>`` itself,
+  listed by :func:`metaug_features.file_list.collect_files` (hidden names ignored, symbolic
+  links to folders not descended, files sorted by their path bytes). The **label** of an image
+  is the name of its parent folder, as ImageFolder does (``a/b/x.jpg`` -> ``b``); images
+  directly in the root get label -1 (:func:`metaug_features.file_list.label_indices`).
 - the CIFAR-10 JPEG archive (``*.tar.gz``/``*.tgz``/``*.tar``) laid out
-  ``<top>/<split>/<class>/<file>``: members are read straight from the archive.
+  ``<top>/<split>/<class>/<file>``: members are listed and read straight from the archive
+  (:mod:`metaug_features.archive_list`), with the same rules.
 
-Files are ordered by sorted relative path, so the sample index (the memory-bank slot) of every
-image is deterministic. Unreadable images are skipped and listed (``skipped``), never fatal.
-Each image is decoded to RGB with EXIF orientation (the library's ``Preprocessor.open_image``),
-its centred square is resampled to ``S x S`` (bilinear); CIFAR-10 at S = 32 is kept as stored.
+Decoding runs in ``num_workers`` processes of the library's decode pool
+(:mod:`metaug_features.decode_pool`): a file that takes longer than
+``DEFAULT_DECODE_TIME_LIMIT_S`` or crashes its decoder is skipped, and the run goes on
+(``num_workers=0`` decodes in the main process, without a time limit). Every file that gives
+no image -- undecodable, past the time limit, crashed, or not an image file extension -- is
+listed with its reason in ``ImageArray.skipped`` (the trainer logs the count and an example),
+never fatal unless no image at all decodes (a :class:`ConfigError`).
+
+The sample index (the memory-bank slot) of every image is its position in the sorted list of
+decoded images, so it is deterministic. Each image is decoded to RGB with EXIF orientation (the
+library's ``Preprocessor.open_image``), its centred square is resampled to ``S x S``
+(bilinear); CIFAR-10 at S = 32 is kept as stored.
 """
 
 from __future__ import annotations
@@ -24,8 +36,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -34,15 +44,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metaug_features.archive_list import archive_has_split, is_archive, read_archive
 from metaug_features.atomic import atomic_write, atomic_write_text
 from metaug_features.config import EncoderConfig
+from metaug_features.decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding
 from metaug_features.errors import ConfigError, ImageDecodeError
+from metaug_features.file_decode import batch_ranges, decode_files
+from metaug_features.file_list import FileEntry, collect_files, label_indices, sort_key
 from metaug_features.preprocess import Preprocessor, center_box
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 #: Bump when the decoded pixels of the same files would change (invalidates caches).
 CACHE_VERSION = 1
+#: Files per decoding batch (the unit handed to one worker; also the progress-bar step).
+DECODE_BATCH = 256
 
 
 @dataclass
@@ -50,10 +64,12 @@ class ImageArray:
     """A decoded dataset.
 
     images: uint8 ``[N, S, S, 3]`` (numpy).
-    labels: int64 ``[N]``, index into ``classes``; -1 for a flat folder.
+    labels: int64 ``[N]``, index into ``classes`` of the image's parent folder name (the library's
+        label rule, as in an extraction's manifest); -1 for an image directly in the root.
     paths: relative path of each row (sorted order).
     classes: class names (sorted); empty for a flat folder.
-    skipped: ``(relative path, reason)`` of files that could not be decoded.
+    skipped: ``(relative path, reason)`` of files that gave no image (sorted by path), with the
+        reasons an extraction writes into ``skipped.csv``.
     fingerprint: hash of the source listing + decode settings (checked on resume).
     """
 
@@ -92,46 +108,7 @@ class IndexedImages(torch.utils.data.Dataset):
         return self._images.index_select(0, idx.cpu()).permute(0, 3, 1, 2)
 
 
-# ---------------------------------------------------------------------- listing sources
-
-
-def _is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(ARCHIVE_SUFFIXES)
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _folder_listing(path: Path, split: str) -> tuple[Path, list[str]]:
-    root = path / split if (split and (path / split).is_dir()) else path
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if _is_image(f) and not f.startswith("."):
-                files.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
-    return root, sorted(files)
-
-
-def _read_archive(path: Path, split: str) -> dict[str, bytes]:
-    """Image members of an archive in one streaming pass (random access into a gzip stream
-    would re-decompress from the start), keyed by their path below ``<top>/<split>/``; when no
-    member lies under a ``<split>`` folder, every image is used, keyed below the top folder."""
-    under_split: dict[str, bytes] = {}
-    everything: dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as tar:
-        for m in tar:
-            if not (m.isfile() and _is_image(m.name)):
-                continue
-            parts = m.name.strip("/").split("/")
-            data = tar.extractfile(m).read()
-            if split and len(parts) >= 3 and parts[1] == split:
-                under_split["/".join(parts[2:])] = data
-            elif not under_split:
-                everything["/".join(parts[1:]) if len(parts) > 1 else parts[0]] = data
-    return under_split or everything
+# ---------------------------------------------------------------------- listing and decoding
 
 
 def split_exists(path: str, split: str) -> bool:
@@ -140,97 +117,76 @@ def split_exists(path: str, split: str) -> bool:
     src = resolve_source(path)
     if not split:
         return False
-    if not _is_archive(src):
+    if not is_archive(src):
         return (src / split).is_dir()
-    with tarfile.open(src, "r:*") as tar:
-        return any(m.isfile() and _is_image(m.name) and len(m.name.strip("/").split("/")) >= 3
-                   and m.name.strip("/").split("/")[1] == split for m in tar)
+    return archive_has_split(src, split)
 
 
-def _labels(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Labels from the first path component (class folder); -1 when files are flat."""
-    if not paths or any("/" not in p for p in paths):
-        return np.full(len(paths), -1, dtype=np.int64), []
-    names = [p.split("/", 1)[0] for p in paths]
-    classes = sorted(set(names))
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.array([lookup[n] for n in names], dtype=np.int64), classes
+class SquareLoader:
+    """A file -> uint8 ``[3, S, S]``: RGB + EXIF orientation (``Preprocessor.open_image``), its
+    centred square resampled to ``S x S`` (bilinear); an image already ``S x S`` is kept as is.
 
+    Args:
+        size: side S.
+        members: for an archive, the bytes of each member keyed by its relative path (the
+            entries' ``path``); None for files on disk.
 
-# ---------------------------------------------------------------------- decoding
+    Runs in the decode pool's workers (forked, so ``members`` is shared, not copied). Raises
+    :class:`ImageDecodeError` for a bad file; the pool turns that into a skip reason.
+    """
 
-
-def _decode(pre: Preprocessor, src, size: int) -> np.ndarray:
-    """One image (path or PIL) -> uint8 [size, size, 3]: RGB + EXIF, centred square resampled."""
-    img = pre.open_image(src)
-    if img.size != (size, size):
-        box = center_box(img.width, img.height, size, size)
-        img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(img, dtype=np.uint8)
-
-
-class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes file ``i`` (a path or raw bytes) for the DataLoader workers; a bad file yields
-    ``(i, None, reason)`` instead of raising, so one broken image never stops the decode."""
-
-    def __init__(self, items: Sequence, size: int) -> None:
-        self.items = items
+    def __init__(self, size: int, members: dict[str, bytes] | None = None) -> None:
         self.size = size
+        self.members = members
         self.pre = Preprocessor(EncoderConfig())
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        item = self.items[i]
+    def open(self, path: str) -> Image.Image:
+        """The decoded RGB image of ``path`` (a file, or an archive member's name)."""
+        if self.members is None:
+            return self.pre.open_image(path)
+        data = self.members[path]
+        if not data:
+            raise ImageDecodeError("empty file")
         try:
-            if isinstance(item, (bytes, bytearray)):
-                if not item:
-                    raise ImageDecodeError("empty file")
-                try:
-                    src = Image.open(io.BytesIO(item))
-                except Exception:  # noqa: BLE001 - any decoder failure is a skip
-                    raise ImageDecodeError("not a readable image") from None
-            else:
-                src = item
-            return i, _decode(self.pre, src, self.size), ""
-        except ImageDecodeError as e:
-            return i, None, e.reason
+            img = Image.open(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - any decoder failure is a skip
+            raise ImageDecodeError("not a readable image") from None
+        return self.pre.open_image(img)
+
+    def __call__(self, path: str) -> torch.Tensor:
+        img = self.open(path)
+        if img.size != (self.size, self.size):
+            box = center_box(img.width, img.height, self.size, self.size)
+            img = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # [3, S, S]
 
 
-def _collate(batch):
-    return batch
+def decode_items(entries: Sequence[FileEntry], loader: SquareLoader, num_workers: int = 0,
+                 progress: bool = False) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decode ``entries`` to uint8 ``[M, S, S, 3]`` through the library's decode pool.
 
-
-def decode_items(items: Sequence, size: int, num_workers: int = 0, progress: bool = False) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-    """Decode paths / bytes to uint8 ``[M, size, size, 3]`` with worker processes.
-
-    Returns the array of the good images (in input order), their positions in ``items`` and
-    ``(position, reason)`` of the bad ones.
+    Returns the array of the good images (in input order), their positions in ``entries`` and
+    ``(position, reason)`` of the skipped ones (pre-skipped by the listing, undecodable, past the
+    time limit or crashing their worker).
     """
-    ds = _DecodeDataset(items, size)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=256, shuffle=False, num_workers=num_workers, collate_fn=_collate,
-        persistent_workers=False,
-    )
-    out = np.empty((len(items), size, size, 3), dtype=np.uint8)
-    ok = np.zeros(len(items), dtype=bool)
+    size = loader.size
+    out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+    ok = np.zeros(len(entries), dtype=bool)
     bad: list[tuple[int, str]] = []
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(items), desc="decoding images", unit="img", disable=not progress or None)
+        bar = tqdm(total=len(entries), desc="decoding images", unit="img", disable=not progress or None)
     except ImportError:  # pragma: no cover
         bar = None
-    for chunk in loader:
-        for i, arr, reason in chunk:
-            if arr is None:
-                bad.append((i, reason))
-            else:
-                out[i] = arr
-                ok[i] = True
+    decoding = Decoding(num_workers, DEFAULT_DECODE_TIME_LIMIT_S)
+    for rows, images, skipped, n in decode_files(entries, loader, batch_ranges(0, len(entries), DECODE_BATCH), decoding):
+        if images is not None:
+            out[rows] = images.permute(0, 2, 3, 1).numpy()  # [b, 3, S, S] -> [b, S, S, 3]
+            ok[rows] = True
+        bad += skipped
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(n)
     if bar is not None:
         bar.close()
     good = np.flatnonzero(ok)
@@ -262,19 +218,26 @@ def load_image_array(path: str, split: str = "train", size: int = 32, cache_dir:
             ``max_size`` (so CIFAR-10 stays 32 x 32 even for a 224-pixel encoder, whose crops
             upsample it, while a folder of large photos is stored at ``max_size``).
         cache_dir: folder for the ``.npy`` cache; None disables caching.
-        limit: keep the first ``limit`` files in sorted order (0 = all).
-        num_workers: decoding worker processes.
+        limit: keep the first ``limit`` images in sorted order (0 = all).
+        num_workers: decoding processes of the library's decode pool, with its per-file time
+            limit and crash isolation (0 = decode in this process, without a time limit).
+
+    Raises:
+        ConfigError: ``path`` missing or not a folder / archive, no image in it, or none decodable.
     """
     src = resolve_source(path)
     members: dict[str, bytes] | None = None
-    if _is_archive(src):
-        rels = None
+    if is_archive(src):
+        entries = None
         stat = src.stat()
-        listing_key = [str(src), stat.st_size, int(stat.st_mtime)]
+        listing_key: list = [str(src), stat.st_size, int(stat.st_mtime)]
     elif src.is_dir():
-        root, rels = _folder_listing(src, split)
-        # Sizes and mtimes of every file: an edited image invalidates the cache.
-        listing_key = [str(root)] + [[r, *_stat(root / r)] for r in rels]
+        root = src / split if (split and (src / split).is_dir()) else src
+        entries = list(collect_files([root]).entries)
+        # Sizes and mtimes of every image: an edited image invalidates the cache; files skipped
+        # by the listing are keyed by their reason (the cached skip list must stay true).
+        listing_key = [str(root)] + [[e.rel, *_stat(Path(e.path))] if e.skip_reason is None else [e.rel, e.skip_reason]
+                                     for e in entries]
     else:
         raise ConfigError(f"config key 'data.path': {path} is neither a folder nor a .tar.gz/.tar archive")
     # The cache key: source listing (path, sizes, times), decode settings. An archive is keyed
@@ -286,33 +249,35 @@ def load_image_array(path: str, split: str = "train", size: int = 32, cache_dir:
             return _read_cache(cache, key)
         except (OSError, ValueError, KeyError):
             pass  # a damaged or partial cache is rebuilt below
-    if rels is None:
-        members = _read_archive(src, split)
-        rels = sorted(members)
+    if entries is None:
+        listing, members = read_archive(src, split)
+        entries = list(listing.entries)
+    # Files the listing already skips are reported, never decoded; `limit` counts images only.
+    pre_skipped = [(e.rel, e.skip_reason) for e in entries if e.skip_reason is not None]
+    entries = [e for e in entries if e.skip_reason is None]
     if limit:
-        rels = rels[:limit]
-    if not rels:
+        entries = entries[:limit]
+    if not entries:
         raise ConfigError(f"config key 'data.path': no images found in {path} (split {split!r})")
-    items = [members[r] for r in rels] if members is not None else [str(root / r) for r in rels]
     if not size:
-        size = _probe_size(items, max_size)
-    images, good, bad = decode_items(items, size, num_workers=num_workers, progress=progress)
-    kept = [rels[i] for i in good]
-    labels, classes = _labels(kept)
-    data = ImageArray(images, labels, kept, classes, [(rels[i], r) for i, r in bad], dataset_fingerprint(kept, size))
+        size = _probe_size(SquareLoader(0, members), entries, max_size)
+    images, good, bad = decode_items(entries, SquareLoader(size, members), num_workers=num_workers, progress=progress)
+    kept = [entries[i].rel for i in good]
+    labels, classes = label_indices([entries[i].label for i in good])
+    skipped = sorted(pre_skipped + [(entries[i].rel, r) for i, r in bad], key=lambda t: sort_key(t[0]))
+    data = ImageArray(images, labels, kept, classes, skipped, dataset_fingerprint(kept, size))
     if not len(data):
-        raise ConfigError(f"config key 'data.path': none of the {len(rels)} images in {path} could be decoded")
+        raise ConfigError(f"config key 'data.path': none of the {len(entries)} images in {path} could be decoded")
     if cache is not None:
         _write_cache(cache, data, key)
     return data
 
 
-def _probe_size(items: Sequence, max_size: int | None) -> int:
-    """Shorter side of the first decodable image, capped at ``max_size``."""
-    pre = Preprocessor(EncoderConfig())
-    for item in items[:16]:
+def _probe_size(loader: SquareLoader, entries: Sequence[FileEntry], max_size: int | None) -> int:
+    """Shorter side of the first decodable image (of the first 16), capped at ``max_size``."""
+    for e in entries[:16]:
         try:
-            img = pre.open_image(Image.open(io.BytesIO(item)) if isinstance(item, bytes) else item)
+            img = loader.open(e.path)
         except (ImageDecodeError, OSError):
             continue
         side = min(img.size)

@@ -20,6 +20,7 @@ several seeds, the mean and a 95% Student-t interval. Every setting is a field o
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -29,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..crops import sample_crop_box, sample_crop_params
+from ..decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, default_workers
 from ..errors import EvaluationInputError
+from ..file_decode import decode_paths
 from .checks import check_labels
 
 __all__ = ["PaperProbeConfig", "PaperProbeResult", "paper_linear_probe", "sample_crop_box", "augment_batch"]
@@ -71,49 +75,22 @@ class PaperProbeConfig:
                                         eval_batch_size=self.eval_batch_size)
 
 
-def sample_crop_box(
-    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], gen: torch.Generator
-) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop covering a fraction in ``scale`` of the image area with
-    aspect ratio (log-uniform) in ``ratio``; 10 tries, then the largest centred crop whose
-    aspect ratio is within ``ratio`` — the RandomResizedCrop rule of Szegedy et al. (2015)."""
-    area = height * width
-    log_r = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        u = torch.rand(2, generator=gen).tolist()
-        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
-        aspect = math.exp(log_r[0] + (log_r[1] - log_r[0]) * u[1])
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
 def augment_batch(
     images: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float], flip: bool,
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Train-time augmentation of uint8 images [B, 3, H, W] -> uint8 [B, 3, size, size]:
     one random resized crop (bilinear, antialiased) and a horizontal flip with probability 1/2
-    per image."""
+    per image. Boxes and flips come from the library's one sampler in its ``"per_image"`` draw
+    order (:mod:`metaug_features.crops`), which keeps this probe's seeded results unchanged."""
     from torchvision.transforms.v2 import functional as TF
 
+    params = sample_crop_params(images.shape[0], images.shape[-2], images.shape[-1], scale, ratio, flip, gen,
+                                draws="per_image")
     out = torch.empty(images.shape[0], 3, size, size, dtype=torch.uint8)
-    flips = torch.rand(images.shape[0], generator=gen) < 0.5
-    for i in range(images.shape[0]):
-        top, left, h, w = sample_crop_box(images.shape[-2], images.shape[-1], scale, ratio, gen)
+    for i, (top, left, h, w) in enumerate(params.boxes.long().tolist()):
         crop = TF.resized_crop(images[i], top, left, h, w, [size, size], antialias=True)
-        out[i] = crop.flip(-1) if (flip and flips[i]) else crop
+        out[i] = crop.flip(-1) if params.flip[i] else crop
     return out
 
 
@@ -160,7 +137,22 @@ def _as_uint8_images(images: Any, encoder: nn.Module, name: str) -> torch.Tensor
     images = list(images)
     if not images:
         raise EvaluationInputError(f"{name}: no images")
+    if all(isinstance(im, (str, os.PathLike)) for im in images):
+        return _decode_files(images, encoder, name)
     return encoder.preprocess.load_batch(images)
+
+
+def _decode_files(paths: Sequence[str | os.PathLike], encoder: nn.Module, name: str) -> torch.Tensor:
+    """Image files -> uint8 [N, 3, S, S] through the library's decode pool (per-file time limit,
+    crash isolation, the reasons ``metaug-extract`` gives). Every file must decode: a skipped
+    image would leave its label without an image, so any skip is an error that lists them."""
+    decoded, _, bad = decode_paths([os.fspath(p) for p in paths], encoder.preprocess.load_image,
+                                   Decoding(default_workers(), DEFAULT_DECODE_TIME_LIMIT_S))
+    if bad:
+        listed = "; ".join(f"{os.fspath(paths[i])}: {r}" for i, r in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise EvaluationInputError(f"{name}: {len(bad)} of {len(paths)} image file(s) could not be decoded ({listed}); "
+                                   "remove or fix them (metaug-extract lists the same reasons in skipped.csv)")
+    return decoded
 
 
 def _t_quantile_975(df: int) -> float:

@@ -239,3 +239,18 @@ def test_single_c_skips_selection(real_features):
     (xtr, ytr), (xte, yte) = real_features["train"], real_features["test"]
     res = fast_linear_probe(xtr[::10], ytr[::10], xte, yte, cs=(0.1,))  # 2 rows per class: no split needed
     assert res.selection.best_c == 0.1 and res.selection.val_accuracy == {} and res.selection.num_val == 0
+
+
+def test_paper_probe_decodes_files_in_the_decode_pool_and_names_bad_ones(cifar_images, tiny_encoder, tmp_path):
+    """Files go through the library's decode pool (pixels equal to the in-process decoder's);
+    a file that does not decode is an error naming it, not a silently shifted label list."""
+    files = sorted((cifar_images / "test" / "cat").glob("*.jpg"))[:6]
+    from metaug_features.evaluation.paper_probe import _as_uint8_images
+
+    pooled = _as_uint8_images([str(f) for f in files], tiny_encoder, "train images")
+    assert torch.equal(pooled, tiny_encoder.preprocess.load_batch([str(f) for f in files]))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    with pytest.raises(EvaluationInputError, match=r"train images: 1 of 7 .*broken\.jpg: not a readable image"):
+        paper_linear_probe(tiny_encoder, [str(f) for f in files] + [str(broken)], [0] * 7, files, [0] * 6,
+                           config=PaperProbeConfig(epochs=1))

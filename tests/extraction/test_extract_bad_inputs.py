@@ -20,7 +20,8 @@ from PIL import Image
 
 import metaug_features.preprocess as preprocess_module
 from metaug_cli.extract import main
-from metaug_features.extract import FileDataset, extract_features
+from metaug_features.extract import extract_features
+from metaug_features.file_decode import FileDataset
 from metaug_features.feature_files import read_feature_set
 from metaug_features.file_list import FileEntry
 

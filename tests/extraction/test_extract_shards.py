@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from metaug_cli.extract import main
 from metaug_features.errors import MetAugError
-from metaug_features.extract import extract_features, merge_shards
+from metaug_features.extract import extract_features
+from metaug_features.merge import merge_shards
 from metaug_features.feature_files import read_feature_set
 
 KW = dict(chunk_size=16, batch_size=8, workers=0, device="cpu", progress=False)

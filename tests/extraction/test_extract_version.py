@@ -13,7 +13,8 @@ from _extract_helpers import output_files
 
 import metaug_features.extract as ex
 from metaug_features.errors import MetAugError
-from metaug_features.extract import EXTRACTION_VERSION, extract_features, merge_shards
+from metaug_features.extract import EXTRACTION_VERSION, extract_features
+from metaug_features.merge import merge_shards
 from metaug_features.extract_state import PartialStore, key_sha256
 
 KW = dict(chunk_size=8, batch_size=4, workers=0, device="cpu", progress=False)

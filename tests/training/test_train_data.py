@@ -61,10 +61,12 @@ def test_flat_folder_bad_files_and_resizing(tmp_path):
     Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(tmp_path / "grey.png")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
-    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "notes.txt").write_text("not decoded, but listed")
     d = load_image_array(str(tmp_path), split="train", size=0, cache_dir=None, max_size=24)
     assert d.paths == ["grey.png", "wide.png"] and d.classes == [] and d.labels.tolist() == [-1, -1]
-    assert dict(d.skipped) == {"empty.jpg": "empty file", "junk.jpg": "not a readable image"}
+    # The library's skip list: nothing disappears silently, same reasons as an extraction's skipped.csv.
+    assert d.skipped == [("empty.jpg", "empty file"), ("junk.jpg", "not a readable image"),
+                         ("notes.txt", "not an image file extension")]
     # size 0: the first image's shorter side (16), capped at max_size
     assert d.images.shape == (2, 16, 16, 3)
     # the wide image: its centred 40x40 square resampled to 16x16
@@ -200,3 +202,68 @@ def test_batch_augment_output_and_slicing():
     torch.testing.assert_close(aug(x[4:], params=params[4:]), full[4:], atol=0, rtol=0)
     up = BatchAugment(224)(x, torch.Generator().manual_seed(1))
     assert up.shape == (8, 3, 224, 224)
+
+
+# ---------------------------------------------------------------------- one input path with extraction
+
+
+def _nested_tree(cifar_images, root):
+    """``animals/{cat,dog}``, ``vehicles/truck`` (one level deeper than the class) and two
+    images directly in the root."""
+    src = cifar_images / "train"
+    for rel, cls in (("animals/cat", "cat"), ("animals/dog", "dog"), ("vehicles/truck", "truck")):
+        (root / rel).mkdir(parents=True)
+        for f in sorted((src / cls).glob("*.jpg"))[:3]:
+            shutil.copy(f, root / rel / f.name)
+    for f in sorted((src / "bird").glob("*.jpg"))[:2]:
+        shutil.copy(f, root / f"loose-{f.name}")
+    return root
+
+
+def test_nested_tree_gets_the_same_labels_in_training_and_extraction(cifar_images, model_dir, tmp_path):
+    from metaug_features.extract import extract_features
+    from metaug_features.feature_files import read_feature_set
+
+    root = _nested_tree(cifar_images, tmp_path / "tree")
+    d = load_image_array(str(root), split="", size=32, cache_dir=None, num_workers=0)
+    extract_features(model_dir, [root], tmp_path / "out", workers=0, progress=False)
+    fs = read_feature_set(tmp_path / "out")
+    # Same files in the same order: the memory-bank slot of an image is its manifest row.
+    assert d.paths == list(fs.paths) and len(d) == 11
+    # The parent folder names, as ImageFolder (not the first folder under the root: "animals").
+    assert d.classes == ["cat", "dog", "truck"]
+    training = ["" if i < 0 else d.classes[i] for i in d.labels.tolist()]
+    assert training == list(fs.labels)
+    assert training.count("") == 2 and training.count("cat") == 3
+
+
+def test_training_decodes_in_the_decode_pool_with_its_time_limit_and_crash_isolation(cifar_images, tmp_path,
+                                                                                       monkeypatch):
+    import os
+    import time
+
+    src = tmp_path / "imgs"
+    shutil.copytree(cifar_images / "train" / "cat", src / "cat")
+    shutil.copy(src / "cat" / "0000.jpg", src / "cat" / "hang.jpg")
+    shutil.copy(src / "cat" / "0000.jpg", src / "cat" / "crash.jpg")
+    real_call = data_mod.SquareLoader.__call__
+
+    def hostile(self, path):  # runs in the forked decoding workers
+        if path.endswith("hang.jpg"):
+            time.sleep(60)
+        if path.endswith("crash.jpg"):
+            os._exit(3)  # the worker dies mid-file, as after a decoder segfault
+        return real_call(self, path)
+
+    monkeypatch.setattr(data_mod.SquareLoader, "__call__", hostile)
+    monkeypatch.setattr(data_mod, "DEFAULT_DECODE_TIME_LIMIT_S", 1.0)
+    t0 = time.monotonic()
+    d = load_image_array(str(src), size=32, cache_dir=None, num_workers=2)
+    assert time.monotonic() - t0 < 30
+    assert d.skipped == [("cat/crash.jpg", "decoder crashed (exit code 3)"),
+                         ("cat/hang.jpg", "decode time limit exceeded (1 s)")]
+    assert len(d) == 20 and "cat/hang.jpg" not in d.paths
+    monkeypatch.setattr(data_mod.SquareLoader, "__call__", real_call)
+    clean = load_image_array(str(src / "cat"), size=32, cache_dir=None, num_workers=0)
+    np.testing.assert_array_equal(d.images, clean.images[[i for i, p in enumerate(clean.paths)
+                                                          if p not in ("crash.jpg", "hang.jpg")]])
