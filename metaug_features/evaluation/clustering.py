@@ -14,7 +14,7 @@
 Unit rule (the whole package): every evaluation number is in percent. Accuracies keep their
 names (``top1``, ``accuracy``, ...); NMI and ARI, conventionally fractions in [0, 1], carry the
 unit in their key (``nmi_percent``, ``ari_percent``). A record with a bare ``nmi`` / ``ari`` key
-comes from before this rule (evaluation reports of version 1, ``benchmarks/evaluate_encoder.py``
+comes from before this rule (evaluation reports of version 1, ``metaug-release evaluate``
 records up to v0.2.0) and holds a fraction: :func:`clustering_in_percent` reads both.
 """
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from metaug_features.errors import MetAugError
+from metaug_features.file_list import collect_files
 
 LAYERS = ("conv", "fc")
 
@@ -71,21 +72,22 @@ class EvalSettings:
 
 
 def list_split(root: Path, split: str, per_class: int | None = None) -> tuple[list[Path], list[str], list[str]]:
-    """Sorted ``root/split/<class>/*.jpg`` files, their relative paths and class labels; the
-    first ``per_class`` files of every class when given."""
-    files = sorted((root / split).glob("*/*.jpg"))
+    """The image files of ``root/split`` as the library lists them (sorted relative paths, image
+    extensions only, label = parent folder), their relative paths and labels; files directly in
+    ``root/split`` (no class folder) are left out. The first ``per_class`` files of every class
+    when given."""
+    entries = [e for e in collect_files([root / split]).entries if e.skip_reason is None and e.label]
     if per_class is not None:
         seen: dict[str, int] = {}
         kept = []
-        for f in files:
-            seen[f.parent.name] = seen.get(f.parent.name, 0) + 1
-            if seen[f.parent.name] <= per_class:
-                kept.append(f)
-        files = kept
-    if not files:
-        raise MetAugError(f"no JPEG files under {root / split}/<class>/")
-    rel = [f.relative_to(root / split).as_posix() for f in files]
-    return files, rel, [f.parent.name for f in files]
+        for e in entries:
+            seen[e.label] = seen.get(e.label, 0) + 1
+            if seen[e.label] <= per_class:
+                kept.append(e)
+        entries = kept
+    if not entries:
+        raise MetAugError(f"no image files under {root / split}/<class>/")
+    return [Path(e.path) for e in entries], [e.rel for e in entries], [e.label for e in entries]
 
 
 @torch.inference_mode()
