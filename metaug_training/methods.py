@@ -34,12 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metaug_features.model import MetAugEncoder
 
-from .config import TrainConfig, expand_aug_terms
+from .config import TrainConfig
 from .distributed import DistContext, all_gather_cat, all_reduce_mean_
 from .losses import NCELoss, infonce_loss
 from .memory_bank import MemoryBank
 from .meta import metaug_meta_step, set_gradients
-from .objective import ObjectiveConfig, OUCLOptions, metaug_objective
+from .objective import ObjectiveConfig, metaug_objective
 from .phase_timer import NO_TIMER
 from .view_generators import GeneratorBatch, ViewGenerator
 
@@ -80,20 +80,9 @@ class TrainState:
 
 
 def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
-    """The math core's objective options from the training config."""
-    lo, mg = cfg.loss, cfg.metaug
-    terms = expand_aug_terms(mg.aug_terms, cfg.model.views)
-    return ObjectiveConfig(
-        loss=OUCLOptions(beta=lo.beta, margin=lo.margin, weighting=lo.weighting, gamma=lo.gamma, phi_dec=lo.phi_dec),
-        delta=mg.delta,
-        alpha=mg.alpha,
-        aug_terms=terms,
-        reg_mode=mg.reg_mode,
-        reg_c=mg.reg_c,
-        reg_where=mg.reg_where,
-        reg_detach_thresholds=mg.reg_detach_thresholds,
-        reg_scores=mg.reg_scores,
-    )
+    """The objective of the run: OUCL with the ``loss`` section's options and the ``metaug``
+    section (its terms, weights and regulariser)."""
+    return ObjectiveConfig.from_sections(cfg.loss, cfg.metaug)
 
 
 @contextlib.contextmanager
