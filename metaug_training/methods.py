@@ -78,6 +78,15 @@ class TrainState:
     #: IDAA / A2 view generators (``view_generators.py``), applied in this order each step.
     generators: list[ViewGenerator] = field(default_factory=list)
 
+    def rank_synced_tensors(self) -> list[Tensor]:
+        """Every trained tensor that must be identical on all DDP ranks: encoder, MAG and
+        generator parameters and the memory bank. BN running statistics are not: DDP broadcasts
+        rank 0's at each forward, and each rank then updates them with its own batch."""
+        tensors = list(self.encoder.parameters()) + [self.bank.bank]
+        if self.mags is not None:
+            tensors += list(self.mags.parameters())
+        return tensors + [p for g in self.generators for p in g.parameters()]
+
 
 def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
     """The objective of the run: OUCL with the ``loss`` section's options and the ``metaug``
