@@ -273,7 +273,7 @@ def margin_regularizer(
     ``R = c * mean_{i,k}( max(0, p^_ik - sigma+_i) ) + mean_{i,k,j}( max(0, sigma-_i - n^_ikj) )``
 
     i.e. augmented positives are pushed below ``sigma+`` (made harder) and augmented negatives
-    above ``sigma-`` (made harder). ``c`` (default 1e-4, hidden in the official code) scales the
+    above ``sigma-`` (made harder). ``c`` (``metaug.reg_c``; 1e-4 hidden in the official code) scales the
     positive term only, as docs/METHODS.md section 4 writes the formula; the overall weight is ``alpha`` in the
     objective.
 
