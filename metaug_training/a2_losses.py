@@ -45,14 +45,14 @@ def _pairs(n: int) -> list[tuple[int, int]]:
     return [(a, b) for a in range(n) for b in range(n) if a != b]
 
 
-def a2_infonce(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float = 0.5, tau: float = 0.5) -> Tensor:
+def a2_infonce(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float, tau: float) -> Tensor:
     """A2-InfoNCE (module docstring); experts and generated are lists of ``[B, d]``."""
     target = torch.arange(experts[0].shape[0], device=experts[0].device)
     nce = torch.stack([F.cross_entropy(experts[a] @ experts[b].T / tau, target) for a, b in _pairs(len(experts))]).mean()
     return nce - (alpha / tau) * alignment(experts, generated)
 
 
-def a2_simclr(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float = 0.5, tau: float = 0.5) -> Tensor:
+def a2_simclr(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float, tau: float) -> Tensor:
     """A2-SimCLR (module docstring): NT-Xent between expert views minus the alignment term."""
     b = experts[0].shape[0]
     target = torch.arange(b, device=experts[0].device)
@@ -65,7 +65,7 @@ def a2_simclr(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: flo
     return torch.stack(losses).mean() - (alpha / tau) * alignment(experts, generated)
 
 
-def a2_full(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float = 0.5, tau: float = 0.5) -> Tensor:
+def a2_full(experts: Sequence[Tensor], generated: Sequence[Tensor], alpha: float, tau: float) -> Tensor:
     """A2-full (module docstring): SupCon with every other view of the image as a positive."""
     del alpha  # the generated view is a full positive here
     pool = torch.cat(list(experts) + list(generated))  # [S*B, d]

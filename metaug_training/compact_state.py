@@ -17,7 +17,7 @@ sha256, and loading refuses a file that has changed since.
 What a warm restart from this form rebuilds (``Trainer.warm_start``), so it is *not* a
 bit-exact resume:
 - the memory bank: re-embedded from the restored weights by one forward pass over the batches
-  of the last epoch (``Trainer.rebuild_bank``), instead of the momentum-averaged features;
+  of the last epoch (``metaug_training.resume.rebuild_bank``), instead of the momentum-averaged features;
 - the SGD momentum buffers of both optimisers: start from zero (one warm-up of ~1/(1-0.9) = 10
   steps);
 - the weights: float16-rounded where they come from float16 storage (relative error <= 2^-11);

@@ -9,14 +9,16 @@ Who does what under DDP (see ``methods.py``/``trainer.py``):
 - MAG gradients (computed outside DDP by the meta step): :func:`all_reduce_mean_`;
 - memory-bank updates: features and indices of all ranks, :func:`all_gather_cat`, then every
   rank applies the same update, so the banks stay identical;
-- files: rank 0 only.
+- files: rank 0 only;
+- at the end of a run, :func:`check_ranks_in_sync` compares a digest of every rank's state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -127,3 +129,25 @@ def default_num_threads(ctx: DistContext) -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(1, cores // max(ctx.local_world_size, 1))
+
+
+def tensors_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """SHA-256 of the bytes of ``tensors`` (in order, copied to the CPU)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_in_sync(tensors: Iterable[torch.Tensor], ctx: DistContext) -> list[str]:
+    """Digests (:func:`tensors_digest`) of ``tensors`` on all ranks, in rank order; raises if the
+    ranks have drifted apart. A collective: every rank must call it (a no-op list of one digest
+    without a process group)."""
+    mine = tensors_digest(tensors)
+    if not ctx.distributed:
+        return [mine]
+    digests: list[str] = [""] * ctx.world_size
+    dist.all_gather_object(digests, mine)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP ranks are out of sync (state digests {digests}); this is a bug, please report it")
+    return digests

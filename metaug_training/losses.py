@@ -21,10 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-REG_MODES = ("large", "medium", "small")
-#: Which scores R (eq. 4-5) reads: OUCL's ``(s + 1) / 2`` map (official code) or the raw dot products.
-REG_SCORES = ("mapped", "raw")
-WEIGHTINGS = ("none", "adaptive")
+# The option values are defined with the config sections that hold them (the losses take every
+# option explicitly; their defaults live in the config only).
+from .config.loss_sections import REG_MODES, REG_SCORES, WEIGHTINGS
 
 
 def _stack(scores: Sequence[Tensor]) -> Tensor:
@@ -43,7 +42,7 @@ def _stack(scores: Sequence[Tensor]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- CMC baselines
-def infonce_loss(scores: Sequence[Tensor], temperature: float = 0.07) -> Tensor:
+def infonce_loss(scores: Sequence[Tensor], temperature: float) -> Tensor:
     """Softmax InfoNCE of CMC (docs/METHODS.md section 4, "CMC baseline").
 
     For each tensor ``s`` (``[B, K+1]``):
@@ -57,8 +56,7 @@ def infonce_loss(scores: Sequence[Tensor], temperature: float = 0.07) -> Tensor:
     return per.mean(dim=0).sum()
 
 
-def estimate_nce_normalizers(scores: Sequence[Tensor], num_samples: int,
-                             temperature: float = 0.07) -> Tensor:
+def estimate_nce_normalizers(scores: Sequence[Tensor], num_samples: int, temperature: float) -> Tensor:
     """CMC's once-only estimate of the NCE partition constants, one per score tensor.
 
     ``Z_t = N * mean_{i,j} exp(s_t[i,j] / T)`` over all ``K+1`` columns of the first batch
@@ -70,7 +68,7 @@ def estimate_nce_normalizers(scores: Sequence[Tensor], num_samples: int,
 
 
 def nce_loss(scores: Sequence[Tensor], normalizers: Tensor, num_samples: int,
-             temperature: float = 0.07, eps: float = 1e-7) -> Tensor:
+             temperature: float, eps: float = 1e-7) -> Tensor:
     """Memory-bank NCE of CMC / instance discrimination (Wu et al. 2018), summed over tensors.
 
     With ``P_t[i,j] = exp(s_t[i,j] / T) / Z_t`` (``Z_t = normalizers[t]``, held constant), noise
@@ -110,13 +108,12 @@ class NCELoss(nn.Module):
     Args:
         num_samples: N, dataset size.
         num_tensors: number of score tensors per call (2 for L/ab, 6 for L/ab/ori).
-        temperature: T (default 0.07, docs/METHODS.md section 4.1).
+        temperature: T (``loss.temperature``, docs/METHODS.md section 4.1).
     """
 
     normalizers: Tensor
 
-    def __init__(self, num_samples: int, num_tensors: int, temperature: float = 0.07,
-                 eps: float = 1e-7) -> None:
+    def __init__(self, num_samples: int, num_tensors: int, temperature: float, eps: float = 1e-7) -> None:
         super().__init__()
         self.num_samples = int(num_samples)
         self.temperature = float(temperature)
@@ -150,11 +147,12 @@ def _reset_nce_flag(module: NCELoss, incompatible_keys: object) -> None:
 # --------------------------------------------------------------------------- OUCL
 def oucl_loss(
     scores: Sequence[Tensor],
-    beta: float = 16.0,
-    margin: float | None = None,
-    weighting: str = "none",
-    gamma: float = 0.4,
-    phi_dec: float = 6.0,
+    *,
+    beta: float,
+    margin: float | None,
+    weighting: str,
+    gamma: float,
+    phi_dec: float,
 ) -> Tensor:
     """Optimisation-driven unified contrastive loss (docs/METHODS.md section 4; paper eq. 8-10).
 
@@ -166,7 +164,7 @@ def oucl_loss(
                     + logsumexp_k( -beta * a_p_ik * (p_ik - D_p) ) )``
     ``L   = (16 / beta) * mean_i l_i``
 
-    Options (each computes exactly this):
+    Options (each computes exactly this; the defaults are ``LossConfig``'s, the ``loss`` section):
 
     - ``margin=None`` (default): ``D_p = D_n = 0`` -- paper eq. 8 with lambda = 0, times 16.
       ``margin=m``: ``D_p = 1 - m``, ``D_n = m`` -- paper eq. 8 with lambda = 1 - 2m.
@@ -180,6 +178,7 @@ def oucl_loss(
     Args:
         scores: T tensors ``[B, K+1]`` (raw dot products), positive in column 0.
         beta: inverse temperature (default 16); the result is scaled by ``16 / beta``.
+        margin, weighting, gamma, phi_dec: see above.
 
     Returns:
         Scalar loss (dtype of the scores).
@@ -222,9 +221,7 @@ def _reg_view(st: Tensor, scores: str) -> Tensor:
     return (st + 1.0) / 2.0 if scores == "mapped" else st
 
 
-def margin_thresholds(
-    orig_scores: Sequence[Tensor], mode: str = "large", scores: str = "mapped"
-) -> tuple[Tensor, Tensor]:
+def margin_thresholds(orig_scores: Sequence[Tensor], mode: str, scores: str) -> tuple[Tensor, Tensor]:
     """Per-anchor thresholds ``(sigma_plus, sigma_minus)``, each ``[B]`` (paper eq. 4).
 
     Let ``q = (s + 1) / 2`` for ``scores="mapped"`` (default, as OUCL and the official code) or
@@ -261,10 +258,11 @@ def margin_thresholds(
 def margin_regularizer(
     orig_scores: Sequence[Tensor],
     aug_scores: Sequence[Tensor],
-    mode: str = "large",
-    c: float = 1e-4,
-    detach_thresholds: bool = False,
-    scores: str = "mapped",
+    mode: str,
+    *,
+    c: float,
+    detach_thresholds: bool,
+    scores: str,
 ) -> Tensor:
     """Margin-injected regulariser R (docs/METHODS.md section 4; paper eq. 4-5).
 
@@ -275,7 +273,7 @@ def margin_regularizer(
     ``R = c * mean_{i,k}( max(0, p^_ik - sigma+_i) ) + mean_{i,k,j}( max(0, sigma-_i - n^_ikj) )``
 
     i.e. augmented positives are pushed below ``sigma+`` (made harder) and augmented negatives
-    above ``sigma-`` (made harder). ``c`` (default 1e-4, hidden in the official code) scales the
+    above ``sigma-`` (made harder). ``c`` (``metaug.reg_c``; 1e-4 hidden in the official code) scales the
     positive term only, as docs/METHODS.md section 4 writes the formula; the overall weight is ``alpha`` in the
     objective.
 

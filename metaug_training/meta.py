@@ -30,7 +30,8 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .objective import metaug_objective
+from .memory_bank import MemoryBank
+from .objective import ObjectiveConfig, metaug_objective
 
 Features = dict[str, Tensor]
 PairLoss = Callable[[Features, Features], Tensor]
@@ -92,11 +93,12 @@ def mag_meta_gradients(
     mags: nn.ModuleDict,
     x: Any,
     loss_fn: PairLoss,
-    inner_lr: float = 1e-3,
+    inner_lr: float,
     outer_loss_fn: PairLoss | None = None,
     first_order: bool = False,
     method: str = "embed",
-    grad_mode: str = "jvp",
+    *,
+    grad_mode: str,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """MAG gradients of the meta step (docs/METHODS.md section 6, step 2; see module docstring for the maths).
 
@@ -107,16 +109,16 @@ def mag_meta_gradients(
         mags: ``nn.ModuleDict`` view -> MAG (phi).
         x: the minibatch, passed as is to ``encoder.<method>``.
         loss_fn: ``(z, z_hat) -> scalar``, the encoder-step L_tot used for g.
-        inner_lr: eta_in (default 1e-3, the official code's; the paper uses the encoder lr).
+        inner_lr: eta_in (``metaug.inner_lr``; the paper uses the encoder lr).
         outer_loss_fn: ``(z*, z_hat*) -> scalar`` MAG loss; defaults to ``loss_fn``. With
             ``reg_where="mag"`` it differs from ``loss_fn`` by ``alpha * R``
             (:func:`metaug_meta_step` builds both).
         first_order: if True, g is treated as a constant (no ``create_graph``): the
             first-order approximation, for ablations and tests only.
         method: name of the encoder method that returns the embeddings.
-        grad_mode: how the second-order term is computed (same value up to float rounding):
-            ``"double_backward"`` builds g with ``create_graph=True`` and differentiates the
-            whole inner backward; ``"jvp"`` (default, faster) uses the factorisation below.
+        grad_mode: how the second-order term is computed (``run.meta_grad``; same value up to
+            float rounding): ``"double_backward"`` builds g with ``create_graph=True`` and
+            differentiates the whole inner backward; ``"jvp"`` (faster) uses the factorisation below.
 
     The "jvp" route. With ``u(phi) = dL_in/dz`` (the loss head's gradient at z = f(theta'; x))
     and J = dz/dtheta', g = J^T u, so theta* = theta' - eta J^T u(phi) and
@@ -210,27 +212,29 @@ def metaug_meta_step(
     encoder: nn.Module,
     mags: nn.ModuleDict,
     x: Any,
-    bank: Any,
+    bank: MemoryBank,
     sample_idx: Tensor,
-    cfg: Any,
-    inner_lr: float = 1e-3,
+    objective: ObjectiveConfig,
+    *,
+    inner_lr: float,
+    grad_mode: str,
     first_order: bool = False,
-    grad_mode: str = "jvp",
 ) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
     """docs/METHODS.md section 6, step 2 with the MetAug objective: :func:`mag_meta_gradients` with
     ``loss_fn = L_tot(phase="encoder")`` and ``outer_loss_fn = L_tot(phase="mag")`` (the latter
-    includes ``alpha * R`` unless ``cfg.reg_where == "off"``), both scored against ``bank`` at
-    ``sample_idx`` (the bank is read, never updated; pass the step-1 indices or fresh ones).
+    includes ``alpha * R`` unless ``objective.metaug.reg_where == "off"``), both scored against
+    ``bank`` at ``sample_idx`` (the bank is read, never updated; pass the step-1 indices or
+    fresh ones). ``inner_lr`` is ``metaug.inner_lr``, ``grad_mode`` is ``run.meta_grad``.
 
     Returns ``(grads, mag_loss, logs)`` with ``logs`` the detached terms of the MAG loss.
     """
     logs: dict[str, Tensor] = {}
 
     def inner(z: Features, z_hat: Features) -> Tensor:
-        return metaug_objective(z, z_hat, bank, sample_idx, cfg, phase="encoder")[0]
+        return metaug_objective(z, z_hat, bank, sample_idx, objective, phase="encoder")[0]
 
     def outer(z: Features, z_hat: Features) -> Tensor:
-        total, terms = metaug_objective(z, z_hat, bank, sample_idx, cfg, phase="mag")
+        total, terms = metaug_objective(z, z_hat, bank, sample_idx, objective, phase="mag")
         logs.update(terms)
         return total
 

@@ -34,12 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metaug_features.model import MetAugEncoder
 
-from .config import TrainConfig, expand_aug_terms
+from .config import TrainConfig
 from .distributed import DistContext, all_gather_cat, all_reduce_mean_
 from .losses import NCELoss, infonce_loss
 from .memory_bank import MemoryBank
 from .meta import metaug_meta_step, set_gradients
-from .objective import ObjectiveConfig, OUCLOptions, metaug_objective
+from .objective import ObjectiveConfig, metaug_objective
 from .phase_timer import NO_TIMER
 from .view_generators import GeneratorBatch, ViewGenerator
 
@@ -78,22 +78,20 @@ class TrainState:
     #: IDAA / A2 view generators (``view_generators.py``), applied in this order each step.
     generators: list[ViewGenerator] = field(default_factory=list)
 
+    def rank_synced_tensors(self) -> list[Tensor]:
+        """Every trained tensor that must be identical on all DDP ranks: encoder, MAG and
+        generator parameters and the memory bank. BN running statistics are not: DDP broadcasts
+        rank 0's at each forward, and each rank then updates them with its own batch."""
+        tensors = list(self.encoder.parameters()) + [self.bank.bank]
+        if self.mags is not None:
+            tensors += list(self.mags.parameters())
+        return tensors + [p for g in self.generators for p in g.parameters()]
+
 
 def objective_config(cfg: TrainConfig) -> ObjectiveConfig:
-    """The math core's objective options from the training config."""
-    lo, mg = cfg.loss, cfg.metaug
-    terms = expand_aug_terms(mg.aug_terms, cfg.model.views)
-    return ObjectiveConfig(
-        loss=OUCLOptions(beta=lo.beta, margin=lo.margin, weighting=lo.weighting, gamma=lo.gamma, phi_dec=lo.phi_dec),
-        delta=mg.delta,
-        alpha=mg.alpha,
-        aug_terms=terms,
-        reg_mode=mg.reg_mode,
-        reg_c=mg.reg_c,
-        reg_where=mg.reg_where,
-        reg_detach_thresholds=mg.reg_detach_thresholds,
-        reg_scores=mg.reg_scores,
-    )
+    """The objective of the run: OUCL with the ``loss`` section's options and the ``metaug``
+    section (its terms, weights and regulariser)."""
+    return ObjectiveConfig.from_sections(cfg.loss, cfg.metaug)
 
 
 @contextlib.contextmanager

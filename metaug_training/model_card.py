@@ -127,7 +127,7 @@ def _kv_list(d: Mapping[str, Any]) -> str:
 def without_notes(value: Any) -> Any:
     """``value`` with every mapping key that starts with "_" dropped, at any depth: recipes keep
     their notes for readers there (``_comment``, ``_plan``), and the training config ignores them
-    (``metaug_training/config.py``); a card shows the settings only."""
+    (``metaug_training/config/``); a card shows the settings only."""
     if isinstance(value, Mapping):
         return {k: without_notes(v) for k, v in value.items() if not str(k).startswith("_")}
     if isinstance(value, (list, tuple)):

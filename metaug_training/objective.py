@@ -15,7 +15,11 @@ Augmented-term sets (``aug_terms``):
   For views (l, ab, ori): {l}, {ab}, {ori}, {l, ab, ori} (4 terms); for (l, ab): {l}, {ab}, {l, ab}.
 - ``"paper"`` (eq. 11): the single all-augmented term.
 - ``"none"``: no augmented term (OUCL only).
-- an explicit sequence of view sets, e.g. ``[("l",), ("l", "ab")]``.
+- an explicit sequence of view sets, e.g. ``["l", "l+ab"]`` or ``[("l",), ("l", "ab")]``.
+
+(parsed by :func:`metaug_training.config.expand_aug_terms`, the one parser the config's
+validation uses too). The defaults named here are the ``metaug`` section's
+(:class:`~metaug_training.config.MetaugConfig`), the only place they are defined.
 
 Regulariser placement (``reg_where``): ``"mag"`` (paper, default) adds ``alpha * R`` to the MAG
 (meta) loss only; ``"both"`` (official code) to the encoder loss too; ``"off"`` never. R uses
@@ -30,97 +34,53 @@ Nothing here writes to the memory bank.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
+from .config import REG_WHERE, LossConfig, MetaugConfig, expand_aug_terms
 from .losses import margin_regularizer, oucl_loss
 from .memory_bank import MemoryBank
 
-REG_WHERE = ("mag", "both", "off")
 PHASES = ("encoder", "mag")
 
+#: A loss over pair scores: T tensors ``[B, K+1]`` (positive in column 0) -> scalar.
 LossFn = Callable[[Sequence[Tensor]], Tensor]
 
 
 @dataclass(frozen=True)
-class OUCLOptions:
-    """Options of :func:`~metaug_training.losses.oucl_loss` (docs/METHODS.md section 4 defaults)."""
+class OUCLLoss:
+    """``L(scores)`` = :func:`~metaug_training.losses.oucl_loss` (paper eq. 8-10) with the OUCL
+    options of the ``loss`` section (beta, margin, weighting, gamma, phi_dec); scores are T
+    tensors ``[B, K+1]``, the result a scalar."""
 
-    beta: float = 16.0
-    margin: float | None = None
-    weighting: str = "none"
-    gamma: float = 0.4
-    phi_dec: float = 6.0
+    options: LossConfig
 
     def __call__(self, scores: Sequence[Tensor]) -> Tensor:
-        return oucl_loss(scores, beta=self.beta, margin=self.margin, weighting=self.weighting,
-                         gamma=self.gamma, phi_dec=self.phi_dec)
+        o = self.options
+        return oucl_loss(scores, beta=o.beta, margin=o.margin, weighting=o.weighting, gamma=o.gamma, phi_dec=o.phi_dec)
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Everything :func:`metaug_objective` reads (any object with these attributes works).
+    """Everything :func:`metaug_objective` reads; no defaults of its own (they are the config
+    sections').
 
     Attributes:
-        loss: OUCL options (``OUCLOptions``, a mapping with its keys, or any object with those
-            attributes) or a callable ``scores -> scalar``.
-        delta: weight of the augmented terms (code default 1e-5).
-        alpha: weight of R (code default 1e-11).
-        aug_terms: ``"code"`` | ``"paper"`` | ``"none"`` | explicit sequence of view sets.
-        reg_mode: ``"large"`` | ``"medium"`` | ``"small"`` (paper eq. 4).
-        reg_c: c in R (default 1e-4, hidden in the official code).
-        reg_where: ``"mag"`` | ``"both"`` | ``"off"``.
-        reg_detach_thresholds: stop gradients into R's thresholds (default False).
-        reg_scores: ``"mapped"`` (default: eq. 4-5 on ``(s + 1) / 2``, the official code) |
-            ``"raw"`` (eq. 4-5 on the raw dot products, twice the mapped value); see
-            :func:`~metaug_training.losses.margin_regularizer`.
+        loss: the pair-score loss ``L`` (``OUCLLoss`` of the ``loss`` section, or any callable
+            ``scores -> scalar``).
+        metaug: the ``metaug`` section: ``delta`` (weight of the augmented terms), ``alpha``
+            (weight of R), ``aug_terms``, and R's ``reg_mode``, ``reg_c``, ``reg_where``,
+            ``reg_detach_thresholds``, ``reg_scores`` (see the module docstring).
     """
 
-    loss: Any = field(default_factory=OUCLOptions)
-    delta: float = 1e-5
-    alpha: float = 1e-11
-    aug_terms: Any = "code"
-    reg_mode: str = "large"
-    reg_c: float = 1e-4
-    reg_where: str = "mag"
-    reg_detach_thresholds: bool = False
-    reg_scores: str = "mapped"
+    loss: LossFn
+    metaug: MetaugConfig
 
-
-def make_loss_fn(loss: Any) -> LossFn:
-    """Turn ``cfg.loss`` into a callable ``scores -> scalar`` (OUCL unless already callable)."""
-    if loss is None:
-        return OUCLOptions()
-    if callable(loss):
-        return loss
-    if isinstance(loss, Mapping):
-        return OUCLOptions(**dict(loss))
-    keys = ("beta", "margin", "weighting", "gamma", "phi_dec")
-    defaults = OUCLOptions()
-    return OUCLOptions(**{k: getattr(loss, k, getattr(defaults, k)) for k in keys})
-
-
-def resolve_aug_terms(aug_terms: Any, views: Sequence[str]) -> tuple[tuple[str, ...], ...]:
-    """The augmented-term sets as tuples of view names in canonical view order (see module doc)."""
-    views = tuple(views)
-    if isinstance(aug_terms, str):
-        if aug_terms == "code":
-            return tuple((v,) for v in views) + (views,)
-        if aug_terms == "paper":
-            return (views,)
-        if aug_terms == "none":
-            return ()
-        raise ValueError(f"aug_terms must be 'code', 'paper', 'none' or a list of view sets, got {aug_terms!r}")
-    terms = []
-    for term in aug_terms:
-        term = (term,) if isinstance(term, str) else tuple(term)
-        bad = [v for v in term if v not in views]
-        if not term or bad or len(set(term)) != len(term):
-            raise ValueError(f"bad augmented term {term!r}: must be a non-empty set of views from {views}")
-        terms.append(tuple(v for v in views if v in term))
-    return tuple(terms)
+    @classmethod
+    def from_sections(cls, loss: LossConfig, metaug: MetaugConfig) -> "ObjectiveConfig":
+        """The objective of a run: OUCL with the ``loss`` section's options, the ``metaug`` section."""
+        return cls(loss=OUCLLoss(loss), metaug=metaug)
 
 
 def regularizer_applies(reg_where: str, phase: str) -> bool:
@@ -141,7 +101,7 @@ def metaug_objective(
     z_hat: Mapping[str, Tensor] | None,
     bank: MemoryBank,
     sample_idx: Tensor,
-    cfg: Any,
+    objective: ObjectiveConfig,
     phase: str = "encoder",
     orig_scores: Mapping[tuple[str, str], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -152,7 +112,7 @@ def metaug_objective(
         z_hat: ``{view: [B, d]}`` MAG outputs for the same views, or None (then only ``L(z)``).
         bank: the memory bank (read only here).
         sample_idx: ``[B, K+1]`` from ``bank.sample(idx)``.
-        cfg: :class:`ObjectiveConfig` or any object with its attributes.
+        objective: the loss ``L`` and the ``metaug`` section (:class:`ObjectiveConfig`).
         phase: ``"encoder"`` (docs/METHODS.md section 6, step 1) or ``"mag"`` (step 2's MAG loss); decides whether
             ``alpha * R`` is added (see ``reg_where``).
         orig_scores: optional precomputed ``bank.scores(z, sample_idx)`` (saves one scoring).
@@ -162,12 +122,9 @@ def metaug_objective(
         ``"loss_orig"``, ``"loss_aug/<views>"`` per term, ``"reg"`` (unweighted R, when
         computed) and ``"total"``.
     """
-    loss_fn = make_loss_fn(getattr(cfg, "loss", None))
-    delta = float(getattr(cfg, "delta", 1e-5))
-    alpha = float(getattr(cfg, "alpha", 1e-11))
-    reg_where = getattr(cfg, "reg_where", "mag")
-    use_reg = regularizer_applies(reg_where, phase) and z_hat is not None
-    terms_sets = resolve_aug_terms(getattr(cfg, "aug_terms", "code"), bank.views) if z_hat is not None else ()
+    loss_fn, mg = objective.loss, objective.metaug
+    use_reg = regularizer_applies(mg.reg_where, phase) and z_hat is not None
+    terms_sets = expand_aug_terms(mg.aug_terms, bank.views) if z_hat is not None else ()
 
     pairs = bank.pairs
     missing = [v for v in bank.views if v not in z]
@@ -201,17 +158,17 @@ def metaug_objective(
                 lt = loss_fn([s_aug[(x, y)] if x in term else s_orig[(x, y)] for x, y in pairs])
                 logs[_term_name(term)] = lt.detach()
                 aug_sum = lt if aug_sum is None else aug_sum + lt
-            total = total + delta * aug_sum
+            total = total + mg.delta * aug_sum
         if use_reg:
             reg = margin_regularizer(
                 [s_orig[p] for p in pairs],
                 [s_aug[p] for p in pairs if p in s_aug],
-                mode=getattr(cfg, "reg_mode", "large"),
-                c=float(getattr(cfg, "reg_c", 1e-4)),
-                detach_thresholds=bool(getattr(cfg, "reg_detach_thresholds", False)),
-                scores=getattr(cfg, "reg_scores", "mapped"),
+                mode=mg.reg_mode,
+                c=mg.reg_c,
+                detach_thresholds=mg.reg_detach_thresholds,
+                scores=mg.reg_scores,
             )
             logs["reg"] = reg.detach()
-            total = total + alpha * reg
+            total = total + mg.alpha * reg
     logs["total"] = total.detach()
     return total, logs

@@ -136,10 +136,12 @@ def test_every_spec_option_is_reachable():
     default = TrainConfig()
     assert sorted(diff_keys(default, c)) == sorted(overrides)
     obj = objective_config(c)
-    assert (obj.delta, obj.alpha, obj.reg_mode, obj.reg_c, obj.reg_where) == (0.01, 0.001, "small", 0.5, "both")
-    assert obj.reg_detach_thresholds is True
-    assert obj.aug_terms == (("l", "ab"),)
-    assert (obj.loss.beta, obj.loss.margin, obj.loss.weighting, obj.loss.gamma, obj.loss.phi_dec) == (8.0, 0.25, "adaptive", 0.3, 5.0)
+    mg = obj.metaug
+    assert (mg.delta, mg.alpha, mg.reg_mode, mg.reg_c, mg.reg_where) == (0.01, 0.001, "small", 0.5, "both")
+    assert mg.reg_detach_thresholds is True
+    assert expand_aug_terms(mg.aug_terms, c.model.views) == (("l", "ab"),)
+    lo = obj.loss.options
+    assert (lo.beta, lo.margin, lo.weighting, lo.gamma, lo.phi_dec) == (8.0, 0.25, "adaptive", 0.3, 5.0)
 
 
 def test_aug_terms_expansion():

@@ -107,7 +107,8 @@ def test_metaug_step_follows_spec_order(cifar_images, tmp_path):
     for i, v in enumerate(bank.views):
         want = torch.nn.functional.normalize(0.5 * old[i, idx] + 0.5 * z[v].detach(), dim=1)
         torch.testing.assert_close(bank.bank[i, idx], want)
-    mag_grads, _, _ = metaug_meta_step(enc, mags, x, bank, si, obj, inner_lr=cfg.metaug.inner_lr)
+    mag_grads, _, _ = metaug_meta_step(enc, mags, x, bank, si, obj, inner_lr=cfg.metaug.inner_lr,
+                                       grad_mode=cfg.run.meta_grad)
     names = [n for n, _ in mags.named_parameters()]
     _sgd_([dict(mags.named_parameters())[n] for n in names], [mag_grads[n] for n in names], cfg.metaug.lr,
           cfg.metaug.weight_decay)

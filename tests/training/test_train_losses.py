@@ -20,16 +20,39 @@ from metaug_training.losses import (
     nce_loss,
     oucl_loss,
 )
+from metaug_training.config import LossConfig, MetaugConfig, expand_aug_terms
 from metaug_training.memory_bank import MemoryBank
-from metaug_training.objective import (
-    ObjectiveConfig,
-    OUCLOptions,
-    metaug_objective,
-    resolve_aug_terms,
-)
+from metaug_training.objective import ObjectiveConfig, OUCLLoss, metaug_objective
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# The loss functions take every option explicitly; their defaults are defined once, by the
+# config sections. These helpers call them at those defaults, changing only what a test names.
+_LOSS, _METAUG = LossConfig(), MetaugConfig()
+
+
+def oucl(scores, **changes):
+    """oucl_loss at the ``loss`` section's defaults except ``changes``."""
+    opts = dict(beta=_LOSS.beta, margin=_LOSS.margin, weighting=_LOSS.weighting, gamma=_LOSS.gamma,
+                phi_dec=_LOSS.phi_dec)
+    return oucl_loss(scores, **{**opts, **changes})
+
+
+def regularizer(orig, aug, mode=_METAUG.reg_mode, **changes):
+    """margin_regularizer at the ``metaug`` section's defaults except ``changes``."""
+    opts = dict(c=_METAUG.reg_c, detach_thresholds=_METAUG.reg_detach_thresholds, scores=_METAUG.reg_scores)
+    return margin_regularizer(orig, aug, mode, **{**opts, **changes})
+
+
+def thresholds(orig, mode=_METAUG.reg_mode, scores=_METAUG.reg_scores):
+    """margin_thresholds at the ``metaug`` section's defaults."""
+    return margin_thresholds(orig, mode, scores)
+
+
+def objective(loss=None, **metaug):
+    """The objective of ``MetaugConfig(**metaug)`` with OUCL at the loss defaults (or ``loss``)."""
+    return ObjectiveConfig(loss=loss if loss is not None else OUCLLoss(_LOSS), metaug=MetaugConfig(**metaug))
 
 
 def random_scores(t: int, b: int, k: int, seed: int, requires_grad: bool = False) -> list[torch.Tensor]:
@@ -162,7 +185,7 @@ OUCL_CASES = [
 @pytest.mark.parametrize("t", [2, 6])
 def test_oucl_matches_naive_loop_value_and_gradient(opts, t):
     scores = random_scores(t, b=5, k=7, seed=10 + t, requires_grad=True)
-    ours = oucl_loss(scores, **opts)
+    ours = oucl(scores, **opts)
     ref = naive_oucl(scores, **opts)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     g_ours = torch.autograd.grad(ours, scores)
@@ -173,17 +196,17 @@ def test_oucl_matches_naive_loop_value_and_gradient(opts, t):
 
 def test_oucl_options_change_the_value():
     scores = random_scores(6, b=4, k=9, seed=3)
-    base = oucl_loss(scores)
-    assert not torch.isclose(base, oucl_loss(scores, margin=0.25))
-    assert not torch.isclose(base, oucl_loss(scores, weighting="adaptive"))
-    assert not torch.isclose(base, oucl_loss(scores, beta=32.0))
+    base = oucl(scores)
+    assert not torch.isclose(base, oucl(scores, margin=0.25))
+    assert not torch.isclose(base, oucl(scores, weighting="adaptive"))
+    assert not torch.isclose(base, oucl(scores, beta=32.0))
 
 
 def test_oucl_adaptive_weights_are_detached():
     """With detached weights the gradient is that of the loss with a_p, a_n frozen at their
     values; if the weights were differentiated the gradient would differ."""
     scores = random_scores(2, b=3, k=4, seed=5, requires_grad=True)
-    ours = torch.autograd.grad(oucl_loss(scores, weighting="adaptive"), scores)
+    ours = torch.autograd.grad(oucl(scores, weighting="adaptive"), scores)
 
     def attached(scores):  # weights NOT detached: a different (wrong) gradient
         st = (torch.stack(scores, 1) + 1) / 2
@@ -194,14 +217,14 @@ def test_oucl_adaptive_weights_are_detached():
         return l.mean()
 
     wrong = torch.autograd.grad(attached(scores), scores)
-    torch.testing.assert_close(oucl_loss(scores, weighting="adaptive"), attached(scores))
+    torch.testing.assert_close(oucl(scores, weighting="adaptive"), attached(scores))
     assert max((a - b).abs().max() for a, b in zip(ours, wrong)) > 1e-3
 
 
 def test_oucl_float32_matches_float64():
     scores = random_scores(6, b=16, k=256, seed=1)
-    l64 = oucl_loss(scores)
-    l32 = oucl_loss([s.float() for s in scores])
+    l64 = oucl(scores)
+    l32 = oucl([s.float() for s in scores])
     assert l32.dtype == torch.float32
     torch.testing.assert_close(l32.double(), l64, rtol=1e-5, atol=1e-5)
 
@@ -209,11 +232,11 @@ def test_oucl_float32_matches_float64():
 def test_oucl_bad_options():
     s = random_scores(2, 2, 3, 0)
     with pytest.raises(ValueError):
-        oucl_loss(s, weighting="circle")
+        oucl(s, weighting="circle")
     with pytest.raises(ValueError):
-        oucl_loss(s, beta=0.0)
+        oucl(s, beta=0.0)
     with pytest.raises(ValueError):
-        oucl_loss([s[0], s[1][:, :3]])
+        oucl([s[0], s[1][:, :3]])
 
 
 # --------------------------------------------------------------------------- CMC losses
@@ -244,7 +267,7 @@ def test_nce_module_estimates_constants_once_and_keeps_them():
     n_data = 300
     first = random_scores(2, b=4, k=5, seed=11)
     later = random_scores(2, b=4, k=5, seed=12)
-    crit = NCELoss(n_data, num_tensors=2).double()
+    crit = NCELoss(n_data, num_tensors=2, temperature=0.07).double()
     assert not crit.initialized
     l1 = crit(first)
     z_ref = naive_z(first, n_data, 0.07)
@@ -254,12 +277,12 @@ def test_nce_module_estimates_constants_once_and_keeps_them():
     assert l2.item() == pytest.approx(naive_nce(later, z_ref, n_data, 0.07), rel=1e-12)
     assert l2.item() != pytest.approx(naive_nce(later, naive_z(later, n_data, 0.07), n_data, 0.07), rel=1e-6)
     # the constants survive a state_dict round trip (resume)
-    other = NCELoss(n_data, num_tensors=2).double()
+    other = NCELoss(n_data, num_tensors=2, temperature=0.07).double()
     assert not other.initialized
     other.load_state_dict(crit.state_dict())
     assert other.initialized and torch.equal(other.normalizers, crit.normalizers)
     # loading an unset state makes it estimate again
-    crit.load_state_dict(NCELoss(n_data, num_tensors=2).double().state_dict())
+    crit.load_state_dict(NCELoss(n_data, num_tensors=2, temperature=0.07).double().state_dict())
     assert not crit.initialized
     crit(later)
     torch.testing.assert_close(crit.normalizers, torch.tensor(naive_z(later, n_data, 0.07), dtype=torch.float64))
@@ -286,8 +309,8 @@ def test_margin_regularizer_matches_naive_loop_on_mapped_scores(mode, c):
     """The default R is eq. 4-5 on (s + 1) / 2, as the official code computes it."""
     orig, aug = _reg_draw()
     ref = naive_margin_reg_mapped(orig, aug, mode, c)
-    for ours in (margin_regularizer(orig, aug, mode=mode, c=c),
-                 margin_regularizer(orig, aug, mode=mode, c=c, scores="mapped")):
+    for ours in (regularizer(orig, aug, mode=mode, c=c),
+                 regularizer(orig, aug, mode=mode, c=c, scores="mapped")):
         assert ours.item() == pytest.approx(ref, rel=1e-12, abs=1e-15)
     # both hinges are active in this draw (otherwise c, or the negative part, would be untested)
     assert naive_margin_reg_mapped(orig, aug, mode, 1.0) != pytest.approx(naive_margin_reg_mapped(orig, aug, mode, 0.0))
@@ -298,7 +321,7 @@ def test_margin_regularizer_matches_naive_loop_on_mapped_scores(mode, c):
 @pytest.mark.parametrize("c", [1e-4, 1.0])
 def test_margin_regularizer_raw_switch_is_the_old_formula(mode, c):
     orig, aug = _reg_draw()
-    ours = margin_regularizer(orig, aug, mode=mode, c=c, scores="raw")
+    ours = regularizer(orig, aug, mode=mode, c=c, scores="raw")
     assert ours.item() == pytest.approx(naive_margin_reg_raw(orig, aug, mode, c), rel=1e-12, abs=1e-15)
 
 
@@ -308,8 +331,8 @@ def test_margin_regularizer_mapped_is_half_of_raw_value_and_gradient(mode, detac
     """[(p^+1)/2 - (sigma+ +1)/2]_+ = [p^ - sigma+]_+ / 2 (likewise for negatives), so the mapped R
     and its gradients are exactly half the raw ones."""
     orig, aug = _reg_draw(seed=51, requires_grad=True)
-    mapped = margin_regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach)
-    raw = margin_regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach, scores="raw")
+    mapped = regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach)
+    raw = regularizer(orig, aug, mode=mode, c=0.3, detach_thresholds=detach, scores="raw")
     assert mapped.item() > 0
     torch.testing.assert_close(mapped, raw / 2, rtol=1e-13, atol=1e-15)
     o_val, a_val = [t.detach() for t in orig], [t.detach() for t in aug]
@@ -327,43 +350,43 @@ def test_margin_regularizer_mapped_is_half_of_raw_value_and_gradient(mode, detac
 @pytest.mark.parametrize("mode", ["large", "medium", "small"])
 def test_margin_thresholds_on_mapped_scores(mode):
     orig = random_scores(3, b=7, k=5, seed=61)
-    sp, sn = margin_thresholds(orig, mode)
-    sp_raw, sn_raw = margin_thresholds(orig, mode, scores="raw")
+    sp, sn = thresholds(orig, mode)
+    sp_raw, sn_raw = thresholds(orig, mode, scores="raw")
     torch.testing.assert_close(sp, (sp_raw + 1) / 2, rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(sn, (sn_raw + 1) / 2, rtol=1e-14, atol=1e-15)
     # and against the thresholds read off the mapped scores directly
     mapped = [(s + 1) / 2 for s in orig]
-    torch.testing.assert_close((sp, sn), margin_thresholds(mapped, mode, scores="raw"))
+    torch.testing.assert_close((sp, sn), thresholds(mapped, mode, scores="raw"))
 
 
 def test_margin_regularizer_bad_scores_option():
     orig, aug = _reg_draw()
     with pytest.raises(ValueError, match="scores"):
-        margin_regularizer(orig, aug, scores="halved")
+        regularizer(orig, aug, scores="halved")
     with pytest.raises(ValueError, match="scores"):
-        margin_thresholds(orig, scores="affine")
+        thresholds(orig, scores="affine")
 
 
 def test_margin_modes_differ_and_thresholds_order():
     orig = random_scores(2, b=8, k=6, seed=31)
-    lo_p, hi_n = margin_thresholds(orig, "large")
-    hi_p, lo_n = margin_thresholds(orig, "small")
-    mid_p, mid_n = margin_thresholds(orig, "medium")
+    lo_p, hi_n = thresholds(orig, "large")
+    hi_p, lo_n = thresholds(orig, "small")
+    mid_p, mid_n = thresholds(orig, "medium")
     assert torch.all(lo_p <= hi_n) and torch.equal(lo_p, lo_n) and torch.equal(hi_p, hi_n)
     torch.testing.assert_close(mid_p, (lo_p + hi_p) / 2)
     assert torch.equal(mid_p, mid_n)
     aug = random_scores(2, b=8, k=6, seed=32)
-    values = {m: margin_regularizer(orig, aug, m, c=1.0).item() for m in ("large", "medium", "small")}
+    values = {m: regularizer(orig, aug, m, c=1.0).item() for m in ("large", "medium", "small")}
     assert len(set(values.values())) == 3
-    values_raw = {m: margin_regularizer(orig, aug, m, c=1.0, scores="raw").item() for m in ("large", "medium", "small")}
+    values_raw = {m: regularizer(orig, aug, m, c=1.0, scores="raw").item() for m in ("large", "medium", "small")}
     assert len(set(values_raw.values())) == 3
 
 
 def test_margin_regularizer_threshold_gradient_option():
     orig = random_scores(2, b=4, k=5, seed=41, requires_grad=True)
     aug = random_scores(2, b=4, k=5, seed=42, requires_grad=True)
-    g_free = torch.autograd.grad(margin_regularizer(orig, aug, c=1.0), orig)
-    g_det = torch.autograd.grad(margin_regularizer(orig, aug, c=1.0, detach_thresholds=True), orig,
+    g_free = torch.autograd.grad(regularizer(orig, aug, c=1.0), orig)
+    g_det = torch.autograd.grad(regularizer(orig, aug, c=1.0, detach_thresholds=True), orig,
                                 allow_unused=True)
     assert sum(g.abs().sum() for g in g_free) > 0
     assert all(g is None or g.abs().sum() == 0 for g in g_det)
@@ -383,31 +406,33 @@ def _setup(views=VIEWS3, b=6, k=7, n=40, seed=0):
     return bank, idx, sidx, z, zh
 
 
-def _direct_loss(bank, z, sidx, opts=OUCLOptions()):
+def _direct_loss(bank, z, sidx, opts=OUCLLoss(_LOSS)):
     """L(z): score every pair from scratch with the given anchors and apply OUCL."""
     s = bank.scores(z, sidx)
     return opts([s[p] for p in bank.pairs])
 
 
-def test_resolve_aug_terms():
-    assert resolve_aug_terms("code", VIEWS3) == (("l",), ("ab",), ("ori",), ("l", "ab", "ori"))
-    assert resolve_aug_terms("paper", VIEWS3) == (("l", "ab", "ori"),)
-    assert resolve_aug_terms("code", ("l", "ab")) == (("l",), ("ab",), ("l", "ab"))
-    assert resolve_aug_terms("none", VIEWS3) == ()
-    assert resolve_aug_terms([["ab", "l"], "ori"], VIEWS3) == (("l", "ab"), ("ori",))
+def test_aug_terms_as_the_objective_resolves_them():
+    """The objective resolves ``metaug.aug_terms`` with the config's parser: view sets given as
+    sequences of names (or "a+b" strings) come back in the model's view order."""
+    assert expand_aug_terms("code", VIEWS3) == (("l",), ("ab",), ("ori",), ("l", "ab", "ori"))
+    assert expand_aug_terms("paper", VIEWS3) == (("l", "ab", "ori"),)
+    assert expand_aug_terms("code", ("l", "ab")) == (("l",), ("ab",), ("l", "ab"))
+    assert expand_aug_terms("none", VIEWS3) == ()
+    assert expand_aug_terms([["ab", "l"], "ori"], VIEWS3) == (("l", "ab"), ("ori",))
     with pytest.raises(ValueError):
-        resolve_aug_terms([["rgb"]], VIEWS3)
+        expand_aug_terms([["rgb"]], VIEWS3)
     with pytest.raises(ValueError):
-        resolve_aug_terms("all", VIEWS3)
+        expand_aug_terms("all", VIEWS3)
 
 
-@pytest.mark.parametrize("opts", [OUCLOptions(), OUCLOptions(margin=0.2, weighting="adaptive")])
+@pytest.mark.parametrize("opts", [OUCLLoss(_LOSS), OUCLLoss(LossConfig(margin=0.2, weighting="adaptive"))])
 def test_objective_code_terms_equal_explicit_recomputation(opts):
     bank, idx, sidx, z, zh = _setup()
     for t in list(z.values()) + list(zh.values()):
         t.requires_grad_(True)
     before = bank.bank.clone()
-    cfg = ObjectiveConfig(loss=opts, delta=0.3, alpha=0.7, reg_where="mag")
+    cfg = objective(opts, delta=0.3, alpha=0.7, reg_where="mag")
     total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase="encoder")
     # code: L(z_l,z_ab,z_ori) + delta*[L(^l,ab,ori) + L(l,^ab,ori) + L(l,ab,^ori) + L(^l,^ab,^ori)]
     terms = [
@@ -429,11 +454,11 @@ def test_objective_paper_term_and_regulariser_placement():
     bank, idx, sidx, z, zh = _setup(seed=4)
     s_orig = bank.scores(z, sidx)
     s_aug = bank.scores(zh, sidx)
-    reg = margin_regularizer([s_orig[p] for p in bank.pairs], [s_aug[p] for p in bank.pairs], "medium", c=0.5)
+    reg = regularizer([s_orig[p] for p in bank.pairs], [s_aug[p] for p in bank.pairs], "medium", c=0.5)
     base = _direct_loss(bank, z, sidx) + 0.25 * _direct_loss(bank, zh, sidx)
     for where, phase, has_reg in [("mag", "encoder", False), ("mag", "mag", True), ("both", "encoder", True),
                                   ("both", "mag", True), ("off", "mag", False), ("off", "encoder", False)]:
-        cfg = ObjectiveConfig(delta=0.25, alpha=2.0, aug_terms="paper", reg_mode="medium", reg_c=0.5, reg_where=where)
+        cfg = objective(delta=0.25, alpha=2.0, aug_terms="paper", reg_mode="medium", reg_c=0.5, reg_where=where)
         total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase=phase)
         expect = base + 2.0 * reg if has_reg else base
         torch.testing.assert_close(total, expect, rtol=1e-13, atol=1e-13)
@@ -445,15 +470,17 @@ def test_objective_passes_reg_scores_to_r(reg_scores):
     bank, idx, sidx, z, zh = _setup(seed=6)
     s_orig, s_aug = bank.scores(z, sidx), bank.scores(zh, sidx)
     orig, aug = [s_orig[p] for p in bank.pairs], [s_aug[p] for p in bank.pairs]
-    cfg = ObjectiveConfig(delta=0.25, alpha=2.0, aug_terms="paper", reg_c=0.5, reg_scores=reg_scores)
+    cfg = objective(delta=0.25, alpha=2.0, aug_terms="paper", reg_c=0.5, reg_scores=reg_scores)
     total, logs = metaug_objective(z, zh, bank, sidx, cfg, phase="mag")
-    reg = margin_regularizer(orig, aug, c=0.5, scores=reg_scores)
+    reg = regularizer(orig, aug, c=0.5, scores=reg_scores)
     ref = (naive_margin_reg_mapped if reg_scores == "mapped" else naive_margin_reg_raw)(orig, aug, "large", 0.5)
     assert logs["reg"].item() == pytest.approx(ref, rel=1e-12)
     torch.testing.assert_close(total, _direct_loss(bank, z, sidx) + 0.25 * _direct_loss(bank, zh, sidx) + 2.0 * reg,
                                rtol=1e-13, atol=1e-13)
-    with pytest.raises(ValueError, match="scores"):
-        metaug_objective(z, zh, bank, sidx, ObjectiveConfig(reg_scores="halved"), phase="mag")
+    # an unknown reg_scores never reaches the objective: the metaug section refuses it
+    from metaug_features.errors import ConfigError
+    with pytest.raises(ConfigError, match="'metaug.reg_scores'"):
+        objective(reg_scores="halved")
 
 
 def test_reg_scores_config_option_default_override_and_old_configs():
@@ -464,10 +491,10 @@ def test_reg_scores_config_option_default_override_and_old_configs():
     from metaug_training.methods import objective_config
 
     default = TrainConfig()
-    assert default.metaug.reg_scores == "mapped" and objective_config(default).reg_scores == "mapped"
+    assert default.metaug.reg_scores == "mapped" and objective_config(default).metaug.reg_scores == "mapped"
     raw = load_config(None, ["metaug.reg_scores=raw"])
     assert diff_keys(default, raw) == ["metaug.reg_scores"]
-    assert objective_config(raw).reg_scores == "raw"
+    assert objective_config(raw).metaug.reg_scores == "raw"
     assert TrainConfig.from_dict(raw.to_dict()) == raw
     with pytest.raises(ConfigError, match="'metaug.reg_scores'"):
         load_config(None, ["metaug.reg_scores=halved"])
@@ -478,9 +505,9 @@ def test_reg_scores_config_option_default_override_and_old_configs():
 
 def test_objective_without_mag_and_with_custom_loss():
     bank, idx, sidx, z, zh = _setup(views=("l", "ab"), seed=5)
-    total, logs = metaug_objective(z, None, bank, sidx, ObjectiveConfig())
+    total, logs = metaug_objective(z, None, bank, sidx, objective())
     torch.testing.assert_close(total, _direct_loss(bank, z, sidx))
-    cfg = ObjectiveConfig(loss=lambda s: infonce_loss(s, 0.1), delta=1.0, aug_terms=[("ab",)], reg_where="off")
+    cfg = objective(lambda s: infonce_loss(s, 0.1), delta=1.0, aug_terms=[("ab",)], reg_where="off")
     total, _ = metaug_objective(z, zh, bank, sidx, cfg)
     s0 = bank.scores(z, sidx)
     s1 = bank.scores({"l": z["l"], "ab": zh["ab"]}, sidx)
@@ -489,9 +516,27 @@ def test_objective_without_mag_and_with_custom_loss():
 
 
 def test_objective_defaults_match_spec():
-    cfg = ObjectiveConfig()
+    cfg = ObjectiveConfig.from_sections(LossConfig(), MetaugConfig()).metaug
     assert (cfg.delta, cfg.alpha, cfg.aug_terms, cfg.reg_mode, cfg.reg_c, cfg.reg_where) == (
         1e-5, 1e-11, "code", "large", 1e-4, "mag")
     assert cfg.reg_scores == "mapped"  # the official code's R, on (s + 1) / 2
-    o = OUCLOptions()
+    o = ObjectiveConfig.from_sections(LossConfig(), MetaugConfig()).loss.options
     assert (o.beta, o.margin, o.weighting, o.gamma, o.phi_dec) == (16.0, None, "none", 0.4, 6.0)
+
+
+@pytest.mark.parametrize("fn, options", [
+    (oucl_loss, ("beta", "margin", "weighting", "gamma", "phi_dec")),
+    (margin_regularizer, ("mode", "c", "detach_thresholds", "scores")),
+    (margin_thresholds, ("mode", "scores")),
+    (infonce_loss, ("temperature",)),
+    (NCELoss, ("temperature",)),
+    (ObjectiveConfig, ("loss", "metaug")),
+])
+def test_loss_options_have_no_defaults_of_their_own(fn, options):
+    """The config sections are the single source of the defaults: the functions that compute
+    with them take every option explicitly (an option left out is a TypeError, not a silently
+    repeated default)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    assert all(params[name].default is inspect.Parameter.empty for name in options)

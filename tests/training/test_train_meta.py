@@ -19,6 +19,7 @@ from torch import nn
 from metaug_training.mag import MAG, build_mags, build_mags_for, mag_hidden_width, mag_norms
 from metaug_training.memory_bank import MemoryBank
 from metaug_training.meta import mag_meta_gradients, metaug_meta_step, set_gradients
+from metaug_training.config import LossConfig, MetaugConfig, RunConfig
 from metaug_training.objective import ObjectiveConfig, metaug_objective
 
 VIEWS = ("l", "ab")
@@ -71,8 +72,17 @@ def _setup(seed=0, b=6, k=5, n=30):
     return enc, mags, bank, idx, sidx, x
 
 
+#: The config's default second-order route (``run.meta_grad``), where a test does not pick one.
+META_GRAD = RunConfig().meta_grad
+
+
+def objective(**metaug) -> ObjectiveConfig:
+    """The objective of ``MetaugConfig(**metaug)`` with OUCL at the ``loss`` section's defaults."""
+    return ObjectiveConfig.from_sections(LossConfig(), MetaugConfig(**metaug))
+
+
 # Large delta / alpha / eta so the second-order path is far above float64 noise.
-CFG = ObjectiveConfig(delta=0.5, alpha=0.3, reg_c=1.0, reg_where="both")
+CFG = objective(delta=0.5, alpha=0.3, reg_c=1.0, reg_where="both")
 ETA = 0.5
 
 
@@ -165,7 +175,7 @@ def test_meta_gradient_equals_explicit_unroll_and_differs_from_first_order(grad_
     for n in ref:
         torch.testing.assert_close(ours[n], ref[n], rtol=1e-9, atol=1e-12)
 
-    fo, _ = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer, first_order=True)
+    fo, _ = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer, first_order=True, grad_mode=META_GRAD)
     fo_ref, _ = explicit_unroll(enc, mags, x, bank, sidx, CFG, ETA, first_order=True)
     for n in fo_ref:
         torch.testing.assert_close(fo[n], fo_ref[n], rtol=1e-9, atol=1e-12)
@@ -173,12 +183,12 @@ def test_meta_gradient_equals_explicit_unroll_and_differs_from_first_order(grad_
 
 
 def _mag_loss(enc, mags, x, inner, outer, eta):
-    return mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer)[1]
+    return mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, grad_mode=META_GRAD)[1]
 
 
 def _finite_difference_check(enc, mags, x, inner, outer, eta, coords, eps=1e-6, grad_mode="jvp"):
     ours, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, grad_mode=grad_mode)
-    fo, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, first_order=True)
+    fo, _ = mag_meta_gradients(enc, mags, x, inner, eta, outer_loss_fn=outer, first_order=True, grad_mode=META_GRAD)
     params = dict(mags.named_parameters())
     fd_vals, so_vals, fo_vals = [], [], []
     for name, index in coords:
@@ -224,7 +234,7 @@ def test_meta_gradient_matches_finite_differences_metaug_encoder(grad_mode):
     idx = torch.randperm(40, generator=g)[:6]
     sidx = bank.sample(idx, generator=g)
     x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
-    cfg = ObjectiveConfig(delta=1.0, alpha=0.0, reg_where="off")
+    cfg = objective(delta=1.0, alpha=0.0, reg_where="off")
     inner, outer = _loss_fns(bank, sidx, cfg)
     coords = [("l.net.0.weight", (3, 7)), ("ab.net.3.weight", (10, 20)), ("l.net.6.bias", (2,))]
     err_so, err_fo = _finite_difference_check(enc, mags, x, inner, outer, 1.0, coords, grad_mode=grad_mode)
@@ -235,7 +245,7 @@ def test_meta_gradient_matches_finite_differences_metaug_encoder(grad_mode):
 def test_zero_inner_lr_reduces_to_plain_gradient():
     enc, mags, bank, idx, sidx, x = _setup(seed=2)
     inner, outer = _loss_fns(bank, sidx, CFG)
-    ours, _ = mag_meta_gradients(enc, mags, x, inner, 0.0, outer_loss_fn=outer)
+    ours, _ = mag_meta_gradients(enc, mags, x, inner, 0.0, outer_loss_fn=outer, grad_mode=META_GRAD)
     m2 = copy.deepcopy(mags)
     z = {k: t.detach() for k, t in tiny_functional_embed(dict(enc.named_parameters()), x).items()}
     loss = outer(z, {v: m2[v](z[v]) for v in z})
@@ -271,7 +281,7 @@ def test_meta_step_has_no_side_effects(kind, grad_mode):
     enc_buf, mag_buf, bank_before = _buffers(enc), _buffers(mags), bank.bank.clone()
     assert any("num_batches_tracked" in n for n in enc_buf) and any("running_var" in n for n in enc_buf)
     enc.eval()  # the meta step must still use batch statistics, and restore eval mode afterwards
-    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, ObjectiveConfig(), inner_lr=1e-3,
+    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, objective(), inner_lr=1e-3,
                                          grad_mode=grad_mode)
     assert not enc.training and all(not m.training for m in enc.modules())
     assert mags.training
@@ -292,7 +302,7 @@ def test_meta_step_uses_batch_statistics():
     enc, mags, bank, idx, sidx, x = _setup(seed=5)
     inner, outer = _loss_fns(bank, sidx, CFG)
     enc.eval()
-    _, loss = mag_meta_gradients(enc, mags, x, inner, 0.0, outer_loss_fn=outer)
+    _, loss = mag_meta_gradients(enc, mags, x, inner, 0.0, outer_loss_fn=outer, grad_mode=META_GRAD)
     enc_copy, mags_copy = copy.deepcopy(enc).train(), copy.deepcopy(mags).train()
     z = enc_copy.embed(x)
     expect = outer(z, {v: mags_copy[v](z[v]) for v in z})
@@ -301,10 +311,10 @@ def test_meta_step_uses_batch_statistics():
 
 def test_metaug_meta_step_matches_generic_call_and_set_gradients():
     enc, mags, bank, idx, sidx, x = _setup(seed=6)
-    cfg = ObjectiveConfig(delta=0.5, alpha=0.3, reg_c=1.0, reg_where="mag")
-    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, cfg, inner_lr=ETA)
+    cfg = objective(delta=0.5, alpha=0.3, reg_c=1.0, reg_where="mag")
+    grads, loss, logs = metaug_meta_step(enc, mags, x, bank, sidx, cfg, inner_lr=ETA, grad_mode=META_GRAD)
     inner, outer = _loss_fns(bank, sidx, cfg)
-    ref, ref_loss = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer)
+    ref, ref_loss = mag_meta_gradients(enc, mags, x, inner, ETA, outer_loss_fn=outer, grad_mode=META_GRAD)
     torch.testing.assert_close(loss, ref_loss)
     for n in ref:
         torch.testing.assert_close(grads[n], ref[n])
@@ -326,18 +336,18 @@ def test_meta_step_reg_scores_raw_is_mapped_with_twice_alpha(where):
     step with ``reg_scores="raw"`` and alpha equals one with the default and 2 * alpha, in the
     inner (encoder) loss as well as the MAG loss. Also checks that the option reaches R here."""
     enc, mags, bank, idx, sidx, x = _setup(seed=8)
-    raw = ObjectiveConfig(delta=0.5, alpha=0.3, reg_c=1.0, reg_where=where, reg_scores="raw")
-    mapped = ObjectiveConfig(delta=0.5, alpha=0.6, reg_c=1.0, reg_where=where)
-    g_raw, l_raw, logs_raw = metaug_meta_step(enc, mags, x, bank, sidx, raw, inner_lr=ETA)
-    g_map, l_map, logs_map = metaug_meta_step(enc, mags, x, bank, sidx, mapped, inner_lr=ETA)
+    raw = objective(delta=0.5, alpha=0.3, reg_c=1.0, reg_where=where, reg_scores="raw")
+    mapped = objective(delta=0.5, alpha=0.6, reg_c=1.0, reg_where=where)
+    g_raw, l_raw, logs_raw = metaug_meta_step(enc, mags, x, bank, sidx, raw, inner_lr=ETA, grad_mode=META_GRAD)
+    g_map, l_map, logs_map = metaug_meta_step(enc, mags, x, bank, sidx, mapped, inner_lr=ETA, grad_mode=META_GRAD)
     torch.testing.assert_close(logs_raw["reg"], 2 * logs_map["reg"], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(l_raw, l_map, rtol=1e-12, atol=1e-12)
     for n in g_raw:
         torch.testing.assert_close(g_raw[n], g_map[n], rtol=1e-9, atol=1e-12)
     # the switch matters: same alpha, other scores -> other MAG gradients
     g_same_alpha, _, _ = metaug_meta_step(enc, mags, x, bank, sidx,
-                                          ObjectiveConfig(delta=0.5, alpha=0.3, reg_c=1.0, reg_where=where),
-                                          inner_lr=ETA)
+                                          objective(delta=0.5, alpha=0.3, reg_c=1.0, reg_where=where),
+                                          inner_lr=ETA, grad_mode=META_GRAD)
     assert _max_rel_diff(g_same_alpha, g_raw) > 1e-6
 
 
@@ -353,7 +363,7 @@ def test_meta_grad_modes_agree_on_the_metaug_encoder_with_channels_last():
     bank = MemoryBank(VIEWS, 50, dim=128, num_negatives=12, generator=g).double()
     sidx = bank.sample(torch.randperm(50, generator=g)[:6], generator=g)
     x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
-    cfg = ObjectiveConfig(delta=0.5, alpha=0.1, reg_c=1.0, reg_where="both")
+    cfg = objective(delta=0.5, alpha=0.1, reg_c=1.0, reg_where="both")
     ref, ref_loss, _ = metaug_meta_step(enc, mags, x, bank, sidx, cfg, inner_lr=0.5, grad_mode="double_backward")
     # The two routes sum in different orders, so near-zero entries carry float64 round-off of the
     # order of eps times the gradients' scale (largest entry ~12 here): absolute tolerance 1e-12 of it.

@@ -197,7 +197,7 @@ def test_prefetched_batches_are_the_batches(cifar_images, data):
             assert got[3] is None and want[3] is None  # no view generators configured
     finally:
         tr.close()
-    assert tr._prefetch_pool is None
+    assert not tr.batches.prefetching
 
 
 def test_channels_last_weights_export_contiguous(cifar_images, data, tmp_path):
