@@ -81,18 +81,43 @@ def _sgd_(params, grads, lr, wd):
             p.sub_(lr * (g + wd * p))
 
 
-def test_metaug_step_follows_spec_order(cifar_images, tmp_path):
+def _keep_float64(monkeypatch):
+    """Make ``Tensor.float()`` leave float64 tensors as they are (other dtypes still go to
+    float32): train_step casts embeddings and meta gradients with ``.float()`` (meant for bf16
+    autocast outputs), which would drop a float64 step back to float32."""
+    to_float32 = torch.Tensor.float
+
+    def float_(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else to_float32(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "float", float_)
+
+
+def test_metaug_step_follows_spec_order(cifar_images, tmp_path, monkeypatch):
     """One train_step equals docs/METHODS.md section 6 written out by hand: encoder SGD step on L_tot with MAG
     outputs (MAG weights untouched), bank <- normalise(m * slot + (1-m) * z) with the
     pre-step encoder features, then the meta gradient of the MAGs against the *updated*
-    encoder and bank, then the MAG SGD step. Large delta / alpha so every part matters."""
+    encoder and bank, then the MAG SGD step. Large delta / alpha so every part matters.
+
+    Both paths run in float64. In float32 the second-order MAG gradient at this state moves
+    by ~3% when one encoder weight moves by 1 ulp (its first-order part by ~2e-5), so float32
+    could only be compared to a few percent; in float64 the two paths agree to ~1e-13 of the
+    largest MAG update, and a wrong order (e.g. the meta step before the bank update) is off
+    by ~100% of it."""
     cfg, tr = _trainer(cifar_images, tmp_path, "metaug.reg_where=both")
     st = tr.state
+    x, idx, si = tr.batch(0)
+    # Same Parameter objects (Module.double converts in place): the optimisers still see them.
+    st.encoder.double()
+    st.mags.double()
+    st.bank.double()
+    x = x.double()
+    _keep_float64(monkeypatch)
     enc, mags = copy.deepcopy(st.encoder), copy.deepcopy(st.mags)
     mags_before = [p.detach().clone() for p in mags.parameters()]
     bank = copy.deepcopy(st.bank)
-    x, idx, si = tr.batch(0)
     train_step(cfg, st, x, idx, si, 0, tr.ctx)
+    assert all(p.dtype == torch.float64 for p in [*st.encoder.parameters(), *st.mags.parameters(), st.bank.bank])
 
     obj = objective_config(cfg)
     lr, wd = cfg.optim.lr, cfg.optim.weight_decay
@@ -114,14 +139,14 @@ def test_metaug_step_follows_spec_order(cifar_images, tmp_path):
           cfg.metaug.weight_decay)
 
     for (n, a), b in zip(st.encoder.named_parameters(), enc.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=n)
-    torch.testing.assert_close(st.bank.bank, bank.bank, atol=1e-6, rtol=1e-5)
-    # The MAG update (second order) amplifies float rounding: compare the updates to 1e-3 of the
-    # largest one (biases in front of BN get no gradient, only weight decay and rounding).
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=n)
+    torch.testing.assert_close(st.bank.bank, bank.bank, atol=1e-12, rtol=1e-10)
+    # The MAG updates to 1e-9 of the largest one (measured: ~1e-13; biases in front of BN get
+    # no gradient, only weight decay and rounding, hence an absolute tolerance).
     with torch.no_grad():
         scale = max(float((b - b0).abs().max()) for b, b0 in zip(mags.parameters(), mags_before))
         for (n, a), b, b0 in zip(st.mags.named_parameters(), mags.parameters(), mags_before):
-            torch.testing.assert_close(a - b0, b - b0, atol=1e-3 * scale, rtol=0, msg=n)
+            torch.testing.assert_close(a - b0, b - b0, atol=1e-9 * scale, rtol=0, msg=n)
     assert any(not torch.equal(a, b) for a, b in zip(st.mags.parameters(), mags_before))
 
 
