@@ -167,7 +167,7 @@ def generated_view_loss(cfg: TrainConfig, state: TrainState, gen: ViewGenerator,
     encoder = state.encoder
 
     def contrastive(zz: dict[str, Tensor]) -> Tensor:
-        return contrastive_loss(cfg, state, {v: t.float() for v, t in zz.items()}, sample_idx, objective)
+        return contrastive_loss(cfg, state, {v: _at_least_float32(t) for v, t in zz.items()}, sample_idx, objective)
 
     attack = None
     if gen.needs_encoder:
@@ -175,7 +175,22 @@ def generated_view_loss(cfg: TrainConfig, state: TrainState, gen: ViewGenerator,
             return contrastive(gen.embed(encoder, to_network_input(cfg, encoder, rgb), update_bn=False))
     x_gen = gen.generate(batch, attack)
     z_gen = gen.embed(encoder, to_network_input(cfg, encoder, x_gen.detach()))
-    return gen.loss(z, {v: t.float() for v, t in z_gen.items()}, contrastive)
+    return gen.loss(z, {v: _at_least_float32(t) for v, t in z_gen.items()}, contrastive)
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is of a lower floating precision (bf16 autocast outputs, half
+    inputs), otherwise ``t`` unchanged.
+
+    The casts in this module exist so that scores, losses and meta gradients never run in a
+    16-bit type. They must not narrow float64: the numerical tests run a whole step in float64
+    (in float32 the second-order MAG gradient moves by a few percent on 1-ulp differences of the
+    encoder weights, so two paths that round differently can only be compared in float64). For
+    a float32 tensor this returns ``t`` itself, exactly as ``t.float()`` does.
+    """
+    if t.is_floating_point() and torch.finfo(t.dtype).bits < 32:
+        return t.float()
+    return t
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -227,7 +242,7 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
                 with timer("forward"), _autocast(cfg, ctx.device):
                     z = forward(xs[a])
                 with timer("loss"):
-                    z = {v: t.float() for v, t in z.items()}
+                    z = {v: _at_least_float32(t) for v, t in z.items()}
                     loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
                 for gen in state.generators:
                     with timer(gen.name):
@@ -236,7 +251,7 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
                     loss = loss + gen.weight * extra
                 with timer("backward"):
                     (loss / accum).backward()
-            feats.append({v: t.detach().float() for v, t in z.items()})
+            feats.append({v: _at_least_float32(t.detach()) for v, t in z.items()})
             _accumulate(logs, terms, 1.0 / accum)
             bad = ~torch.isfinite(loss.detach())
             state.nonfinite = bad if state.nonfinite is None else (state.nonfinite | bad)
@@ -270,7 +285,7 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
                     g, mag_loss, _ = metaug_meta_step(state.encoder, state.mags, xs[a], state.bank, sis[a],
                                                       objective, inner_lr=cfg.metaug.inner_lr,
                                                       grad_mode=cfg.run.meta_grad)
-                _accumulate(grads, {k: t.float() for k, t in g.items()}, 1.0 / accum)
+                _accumulate(grads, {k: _at_least_float32(t) for k, t in g.items()}, 1.0 / accum)
                 _accumulate(logs, {"mag_loss": mag_loss}, 1.0 / accum)
             names = list(grads)
             all_reduce_mean_([grads[n] for n in names], ctx)
