@@ -55,7 +55,7 @@ SUITES = {
 def run_suites(junit: Path, record: Path) -> tuple[float, float, int]:
     """Run the hardening tests; returns (seconds, peak RSS MiB of the largest process, exit code)."""
     env = dict(os.environ, METAUG_HARDENING_RECORD=str(record), METAUG_FUZZ_EXAMPLES=str(FUZZ_EXAMPLES))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *SUITES]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--run-slow", f"--junitxml={junit}", *SUITES]
     t0 = time.perf_counter()
     code = subprocess.run(cmd, cwd=REPO, env=env).returncode
     seconds = time.perf_counter() - t0

@@ -1,6 +1,10 @@
-"""Shared fixtures: real CIFAR-10 JPEGs from the project's shared data archive.
+"""Shared fixtures: real CIFAR-10 JPEGs from the project's shared data archive; the test tiers.
 
 Tests never download anything; they read a small slice of ../shared/data/cifar10-jpeg.tar.gz.
+
+Two tiers: ``python -m pytest -q`` runs the fast tier (minutes); ``python -m pytest -q --run-slow``
+runs everything, including the tests marked ``@pytest.mark.slow`` (kills, DDP, fuzzing, decode-pool
+crash isolation, wheel install, multi-epoch training). CI runs the full command.
 """
 
 from __future__ import annotations
@@ -14,6 +18,20 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (the full suite; what CI runs)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (the full suite)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def _find_archive() -> Path | None:

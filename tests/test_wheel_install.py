@@ -17,6 +17,9 @@ import pytest
 
 from metaug_features import load_encoder
 
+# Full tier only (python -m pytest -q --run-slow): builds and installs a wheel.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 #: What a wheel is built from (a copy, so the build leaves nothing in the checkout).
 SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "hub/cifar10-conv", "hub/cifar10-fc"]

@@ -20,6 +20,9 @@ from metaug_training.checkpoint import load_checkpoint
 
 from _train_helpers import assert_same_state, tiny
 
+# Full tier only (python -m pytest -q --run-slow): 20 SIGKILLs each of a real extraction and a real training run (minutes).
+pytestmark = pytest.mark.slow
+
 KILLS = 20
 
 

@@ -18,6 +18,9 @@ from metaug_features.config import EncoderConfig
 from metaug_features.errors import ImageDecodeError
 from metaug_features.preprocess import Preprocessor
 
+# Full tier only (python -m pytest -q --run-slow): hundreds of fuzzed files through the decode pool.
+pytestmark = pytest.mark.slow
+
 PRE = Preprocessor(EncoderConfig(architecture="alexnet32", views=("l", "ab")))
 REASONS = {"file not found", "permission denied", "is a directory", "cannot read file", "empty file",
            "not a readable image", "decompression bomb (too many pixels)", "image has no pixels",

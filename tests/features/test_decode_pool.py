@@ -101,6 +101,7 @@ def test_bad_pool_arguments():
         DecodePool(_decode, workers=1, time_limit=0)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_killed_parent_leaves_no_worker_behind(tmp_path):
     """The extraction process is SIGKILLed while its worker is stuck in a hanging decode; the

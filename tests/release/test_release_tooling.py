@@ -400,4 +400,4 @@ def test_evaluate_refuses_bad_inputs_with_one_line(cifar_images, tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     res = CliRunner().invoke(release_cli, ["evaluate", "--random-init", "0.125", "--data", str(tmp_path / "empty"),
                                            "-o", str(tmp_path / "f")])
-    assert res.exit_code == 2 and "no JPEG files under" in res.output, res.output
+    assert res.exit_code == 2 and "no image files under" in res.output, res.output

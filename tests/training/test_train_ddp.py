@@ -15,6 +15,9 @@ from metaug_training.checkpoint import load_checkpoint
 from metaug_training.config import load_config
 from metaug_training.trainer import train
 
+# Full tier only (python -m pytest -q --run-slow): two-process torchrun-style groups on the CPU.
+pytestmark = pytest.mark.slow
+
 
 def tiny(cifar_images, out_dir, *overrides: str) -> list[str]:
     return [f"data.path={cifar_images}", "data.split=train", "data.cache_dir=", "data.num_workers=0",
