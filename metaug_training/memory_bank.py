@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import BankConfig, ModelConfig
+
 SCORING_MODES = ("full", "gather", "shared")
 
 
@@ -76,10 +78,11 @@ class MemoryBank(nn.Module):
         self,
         views: Sequence[str],
         num_samples: int,
-        dim: int = 128,
-        num_negatives: int = 4096,
-        momentum: float = 0.5,
-        scoring: str = "full",
+        # Defaults defined once, by the config sections (model.embedding_dim, bank.*).
+        dim: int = ModelConfig.embedding_dim,
+        num_negatives: int = BankConfig.num_negatives,
+        momentum: float = BankConfig.momentum,
+        scoring: str = BankConfig.scoring,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()

@@ -144,8 +144,9 @@ class IDAAViews(ViewGenerator):
     name = "idaa"
     needs_encoder = True
 
-    def __init__(self, vae: IDAAVAE, eps: float = 0.1, steps: int = 1, weight: float = 1.0,
+    def __init__(self, vae: IDAAVAE, *, eps: float, steps: int, weight: float,
                  separate_bn_of: nn.Module | None = None) -> None:
+        # No defaults here: the ``idaa`` config section defines them (build_view_generators).
         super().__init__(vae, weight)
         self.eps = float(eps)
         self.steps = int(steps)
@@ -226,8 +227,9 @@ class A2Views(ViewGenerator):
     name = "a2"
     needs_encoder = False
 
-    def __init__(self, vae: IDAAVAE, mode: str = "perturb", sigma: float = 0.1, latents: Tensor | None = None,
-                 loss: str = "infonce", alpha: float = 0.5, tau: float = 0.5, weight: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, vae: IDAAVAE, *, mode: str, sigma: float, loss: str, alpha: float, tau: float, weight: float,
+                 seed: int, latents: Tensor | None = None) -> None:
+        # No defaults here: the ``a2`` config section defines them (build_view_generators).
         super().__init__(vae, weight)
         if mode not in ("perturb", "search"):
             raise ConfigError(f"config key 'a2.mode' must be 'perturb' or 'search', got {mode!r}")
@@ -364,7 +366,7 @@ def build_view_generators(cfg: Any, encoder: nn.Module, images_u8: Tensor, finge
                                   f"training crops are {size} px; train a VAE at {size} px (metaug-train-vae --image-size)")
     if cfg.idaa.enabled:
         i = cfg.idaa
-        gens.append(IDAAViews(load_vae(i.vae, device), i.eps, i.steps, i.weight,
+        gens.append(IDAAViews(load_vae(i.vae, device), eps=i.eps, steps=i.steps, weight=i.weight,
                               separate_bn_of=encoder if i.separate_bn else None).to(device))
     if cfg.a2.enabled:
         a = cfg.a2
@@ -377,7 +379,8 @@ def build_view_generators(cfg: Any, encoder: nn.Module, images_u8: Tensor, finge
                                   f"({meta.get('num_images')} images); run metaug-a2-search on this dataset")
             if meta.get("vae_sha256") != vae_digest(a.vae):
                 raise ConfigError(f"config key 'a2.cache': {a.cache} was searched with another VAE than {a.vae}")
-        gen = A2Views(vae, a.mode, a.sigma, latents, a.loss, a.alpha, a.tau, a.weight, cfg.run.seed).to(device)
+        gen = A2Views(vae, mode=a.mode, sigma=a.sigma, loss=a.loss, alpha=a.alpha, tau=a.tau, weight=a.weight,
+                      seed=cfg.run.seed, latents=latents).to(device)
         if a.mode == "perturb" and a.sigma == 0:
             gen.calibration = calibrate_from_model(vae, a.calibration_model, images_u8, a.target_cosine,
                                                    a.calibration_images, cfg.run.seed, device)

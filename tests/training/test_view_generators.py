@@ -16,6 +16,7 @@ from metaug_training.augment import sample_crop_params
 from metaug_training.losses import infonce_loss
 from metaug_training.memory_bank import MemoryBank
 from metaug_training.vae import IDAAVAE, VAEConfig, freeze
+from metaug_training.config import A2Config, IDAAConfig, RunConfig
 from metaug_training.view_generators import A2Views, GeneratorBatch, IDAAViews, calibrate_sigma
 
 VIEWS = ("l", "ab")
@@ -24,6 +25,21 @@ VIEWS = ("l", "ab")
 def _vae(seed: int = 0) -> IDAAVAE:
     torch.manual_seed(seed)
     return freeze(IDAAVAE(VAEConfig(channels=16, latent_dim=32)))
+
+def idaa_views(vae: IDAAVAE, separate_bn_of=None, **changes) -> IDAAViews:
+    """IDAAViews at the ``idaa`` config section's defaults except ``changes``."""
+    c = IDAAConfig()
+    opts = {"eps": c.eps, "steps": c.steps, "weight": c.weight, **changes}
+    return IDAAViews(vae, separate_bn_of=separate_bn_of, **opts)
+
+
+def a2_views(vae: IDAAVAE, latents=None, **changes) -> A2Views:
+    """A2Views at the ``a2`` config section's defaults (and the run's seed) except ``changes``."""
+    c = A2Config()
+    opts = {"mode": c.mode, "sigma": c.sigma, "loss": c.loss, "alpha": c.alpha, "tau": c.tau,
+            "weight": c.weight, "seed": RunConfig().seed, **changes}
+    return A2Views(vae, latents=latents, **opts)
+
 
 
 def _encoder(seed: int = 0):
@@ -60,7 +76,7 @@ def _attack(gen, encoder, contrastive):
 
 def test_idaa_at_eps_zero_returns_the_input_exactly():
     enc = _encoder()
-    gen = IDAAViews(_vae(), eps=0.0, steps=2)
+    gen = idaa_views(_vae(), eps=0.0, steps=2)
     batch = _batch()
     x_adv = gen.generate(batch, _attack(gen, enc, _contrastive(enc)))
     assert torch.equal(x_adv, batch.rgb)
@@ -68,7 +84,7 @@ def test_idaa_at_eps_zero_returns_the_input_exactly():
 
 def test_idaa_ascent_step_raises_the_loss_it_attacks():
     enc = _encoder()
-    gen = IDAAViews(_vae(), eps=0.05, steps=1)
+    gen = idaa_views(_vae(), eps=0.05, steps=1)
     batch = _batch()
     attack = _attack(gen, enc, _contrastive(enc))
     with torch.no_grad():
@@ -77,7 +93,7 @@ def test_idaa_ascent_step_raises_the_loss_it_attacks():
         after = attack(gen.generate(batch, attack))
     assert after > base + 1e-4, (float(base), float(after))
     # ...and a step of the same size in the opposite direction lowers it: the sign is right
-    opposite = IDAAViews(gen.vae, eps=-0.05, steps=1)
+    opposite = idaa_views(gen.vae, eps=-0.05, steps=1)
     with torch.no_grad():
         lower = attack(opposite.generate(batch, attack))
     assert lower < base
@@ -94,7 +110,7 @@ def test_idaa_several_steps_stay_in_the_eps_ball():
         return orig_decode(z)
 
     vae.decode = spy
-    gen = IDAAViews(vae, eps=0.1, steps=3)
+    gen = idaa_views(vae, eps=0.1, steps=3)
     gen.generate(_batch(), _attack(gen, enc, _contrastive(enc)))
     z0, z_last = captured[0], captured[-1]
     assert (z_last - z0).abs().max() <= 0.1 + 1e-6
@@ -104,8 +120,8 @@ def test_idaa_several_steps_stay_in_the_eps_ball():
 def test_view_generation_gives_no_gradient_to_any_parameter():
     enc = _encoder()
     vae = _vae()
-    gen = IDAAViews(vae, eps=0.1, steps=2, separate_bn_of=enc)
-    a2 = A2Views(vae, sigma=0.5)
+    gen = idaa_views(vae, eps=0.1, steps=2, separate_bn_of=enc)
+    a2 = a2_views(vae, sigma=0.5)
     batch = _batch()
     gen.generate(batch, _attack(gen, enc, _contrastive(enc)))
     a2.generate(batch, None)
@@ -119,7 +135,7 @@ def test_view_generation_gives_no_gradient_to_any_parameter():
 def test_attack_forwards_leave_running_statistics_alone_and_separate_bn_is_separate():
     enc = _encoder()
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    gen = IDAAViews(_vae(), eps=0.1, steps=2, separate_bn_of=enc)
+    gen = idaa_views(_vae(), eps=0.1, steps=2, separate_bn_of=enc)
     batch = _batch()
     adv_before = {k: v.clone() for k, v in gen.state_dict().items()}
     x_adv = gen.generate(batch, _attack(gen, enc, _contrastive(enc)))
@@ -247,15 +263,15 @@ def test_a2_perturb_at_sigma_zero_is_the_reconstruction_and_noise_scales_with_si
     vae = _vae()
     batch = _batch()
     recon = vae.reconstruct(batch.rgb)
-    assert torch.equal(A2Views(vae, sigma=0.0).generate(batch, None), recon)
-    small = (A2Views(vae, sigma=0.01).generate(batch, None) - recon).abs().mean()
-    large = (A2Views(vae, sigma=1.0).generate(batch, None) - recon).abs().mean()
+    assert torch.equal(a2_views(vae, sigma=0.0).generate(batch, None), recon)
+    small = (a2_views(vae, sigma=0.01).generate(batch, None) - recon).abs().mean()
+    large = (a2_views(vae, sigma=1.0).generate(batch, None) - recon).abs().mean()
     assert 0 < small < large
 
 
 def test_a2_draws_do_not_depend_on_how_the_batch_is_split():
     vae = _vae()
-    gen = A2Views(vae, sigma=0.7, seed=3)
+    gen = a2_views(vae, sigma=0.7, seed=3)
     whole = _batch(b=8, step=5)
     full = gen.generate(whole, None)
     parts = torch.cat([gen.generate(p, None) for p in whole.chunk(2)])
@@ -269,7 +285,7 @@ def test_a2_search_mode_decodes_the_cached_latents_with_the_batch_crops():
 
     vae = _vae()
     latents = torch.randn(8, 1, 32).half()
-    gen = A2Views(vae, mode="search", latents=latents)
+    gen = a2_views(vae, mode="search", latents=latents)
     batch = _batch(b=8)
     out = gen.generate(batch, None)
     want = apply_crops(vae.decode(latents[:, 0].float()), batch.crops, 32)
@@ -285,7 +301,7 @@ def test_sigma_calibration_hits_the_target_cosine():
 
     rec = calibrate_sigma(vae, features, rgb, target=0.9)
     assert abs(rec["cosine"] - 0.9) < 0.01
-    gen = A2Views(vae, sigma=rec["sigma"])
+    gen = a2_views(vae, sigma=rec["sigma"])
     with torch.no_grad():
         mu = vae.encode(rgb)[0]
         noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
