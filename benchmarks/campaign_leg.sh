@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Everything a training-campaign leg does after its run has stopped (benchmarks/CAMPAIGN.md):
 #
-#   bash benchmarks/campaign_leg.sh LEG
+#   bash benchmarks/campaign_leg.sh LEG [CAMPAIGN]       # or CAMPAIGN=2 bash benchmarks/campaign_leg.sh LEG
+#
+# CAMPAIGN (default 1) picks the campaign of metaug_training.release.campaign.CAMPAIGNS: its recipe,
+# its run folder (RUN: the trainer's full/, STATE: the committed state/) and where its records go
+# (campaign 1: benchmarks/campaign/legLEG.json, card-*.json; campaign 2: benchmarks/campaign/c2/),
+# as `metaug-release campaign paths --campaign N --leg LEG` prints them.
 #
 # 1. export the final checkpoint as the release candidate: the fc folder exactly as it would ship
 #    (truncated after fc, float16 weights: a leg may add at most 30 MB to the repository);
 # 2. evaluate that folder on the 10,000 test images (metaug-release evaluate: weighted k-NN
-#    k=200/20, fast linear probe and k-means on conv and fc) -> benchmarks/campaign/legLEG.json (a
-#    metaug-eval report), so
+#    k=200/20, fast linear probe and k-means on conv and fc) -> $EVAL (benchmarks/campaign/legLEG.json
+#    for campaign 1; a metaug-eval report), so
 #    the cards carry the numbers of the shipped weights themselves (the conv folder holds the same
 #    float16 conv weights: identical conv features);
 # 3. append the leg's row to benchmarks/campaign.jsonl and redraw benchmarks/campaign.png
@@ -19,7 +24,7 @@
 #    file, metaug-push --dry-run, metaug-release reproduce within 0.3 points,
 #    current_release.json updated, the README's released-models section rewritten (metaug-release
 #    campaign readme);
-# 5. write the committed resume state runs/cifar10-alexnet32-metaug/state (metaug-compact-state,
+# 5. write the committed resume state $STATE (runs/cifar10-alexnet32-metaug/state; metaug-compact-state,
 #    reusing the release folder's tensors), copy the run's log and config next to it, and print
 #    what the leg adds to the repository.
 #
@@ -27,29 +32,32 @@
 # to /tmp/cifar), WORK (feature folders; default /tmp/metaug-campaign).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEG=${1:?usage: bash benchmarks/campaign_leg.sh LEG}
-RUN=runs/cifar10-alexnet32-metaug/full
-STATE=runs/cifar10-alexnet32-metaug/state
+LEG=${1:?usage: bash benchmarks/campaign_leg.sh LEG [CAMPAIGN]}
+CAMPAIGN=${2:-${CAMPAIGN:-1}}
+# RECIPE, RUN, STATE, COMMITTED, OUTDIR and EVAL of this campaign and leg (one definition: CAMPAIGNS).
+PATHS=$(metaug-release campaign paths --campaign "$CAMPAIGN" --leg "$LEG")   # fails (set -e) on a bad campaign
+eval "$PATHS"
 CKPT=$RUN/checkpoints/last.pt
 DATA=${DATA:-/tmp/cifar/cifar10}
 WORK=${WORK:-/tmp/metaug-campaign}
-EVAL=benchmarks/campaign/leg$LEG.json
 if [ ! -d "$DATA/train" ]; then
     mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar
     DATA=/tmp/cifar/cifar10
 fi
-mkdir -p benchmarks/campaign "$WORK"
+mkdir -p "$OUTDIR" "$WORK"
+TAG=leg$LEG
+[ "$CAMPAIGN" = 1 ] || TAG=c$CAMPAIGN-leg$LEG
 
-CANDIDATE=$WORK/candidate-leg$LEG
-echo "[leg $LEG] 1/5 export $CKPT -> $CANDIDATE"
+CANDIDATE=$WORK/candidate-$TAG
+echo "[$TAG] 1/5 export $CKPT -> $CANDIDATE"
 metaug-export "$CKPT" "$CANDIDATE" --default-layer fc --truncate-after fc --dtype float16
 
-echo "[leg $LEG] 2/5 evaluation (log: $WORK/eval.log)"
-metaug-release evaluate --model "$CANDIDATE" --data "$DATA" -o "$WORK/eval-leg$LEG" \
+echo "[$TAG] 2/5 evaluation (log: $WORK/eval.log)"
+metaug-release evaluate --model "$CANDIDATE" --data "$DATA" -o "$WORK/eval-$TAG" \
     --report "$EVAL" --threads 2 --quiet > "$WORK/eval.log" 2>&1
 
-echo "[leg $LEG] 3/5 campaign row"
-metaug-release campaign row --leg "$LEG" --eval "$EVAL" > /dev/null
+echo "[$TAG] 3/5 campaign row"
+metaug-release campaign row --campaign "$CAMPAIGN" --leg "$LEG" --eval "$EVAL" --run "$RUN" > /dev/null
 
 BEATS=$(python - "$EVAL" <<'EOF'
 import json, sys
@@ -60,39 +68,38 @@ get = lambda e: (e["conv"].knn[200], e["conv"].probe)
 print("yes" if all(n > c for n, c in zip(get(new), get(cur))) else "no")
 EOF
 )
-echo "[leg $LEG] 4/5 beats the current release: $BEATS"
+echo "[$TAG] 4/5 beats the current release: $BEATS"
 if [ "$BEATS" = yes ]; then
-    metaug-release campaign cards --leg "$LEG" > /dev/null
+    metaug-release campaign cards --campaign "$CAMPAIGN" --leg "$LEG" > /dev/null
     metaug-export "$CKPT" hub/cifar10-conv --default-layer conv --truncate-after conv --dtype float16 \
-        --card-metrics benchmarks/campaign/card-conv.json
+        --card-metrics "$OUTDIR/card-conv.json"
     metaug-export "$CKPT" hub/cifar10-fc --default-layer fc --truncate-after fc --dtype float16 \
-        --card-metrics benchmarks/campaign/card-fc.json
+        --card-metrics "$OUTDIR/card-fc.json"
     cmp "$CANDIDATE/model.safetensors" hub/cifar10-fc/model.safetensors   # the evaluated weights ship
     for layer in conv fc; do
         repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
         metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
     done
     metaug-release reproduce hub/cifar10-conv hub/cifar10-fc --data "$DATA" \
-        -o "$WORK/reproduce" --report benchmarks/campaign/reproduce.json
-    python - "$EVAL" <<'EOF'
+        -o "$WORK/reproduce" --report "$OUTDIR/reproduce.json"
+    python - "$EVAL" "$OUTDIR" "$RECIPE" <<'EOF'
 import json, sys
 from pathlib import Path
-record = {"_comment": json.load(open("benchmarks/current_release.json"))["_comment"], "record": "benchmarks/campaign",
-          "evaluation": sys.argv[1], "evaluated_folder": "hub/cifar10-fc",
-          "recipe": "metaug_training/recipes/cifar10-alexnet32-metaug.json"}
+record = {"_comment": json.load(open("benchmarks/current_release.json"))["_comment"], "record": sys.argv[2],
+          "evaluation": sys.argv[1], "evaluated_folder": "hub/cifar10-fc", "recipe": sys.argv[3]}
 tmp = Path("benchmarks/current_release.json.tmp")
 tmp.write_text(json.dumps(record, indent=2) + "\n")
 tmp.replace("benchmarks/current_release.json")
 EOF
-    metaug-release campaign row --leg "$LEG" --eval "$EVAL" --released > /dev/null
-    metaug-release campaign readme --leg "$LEG"   # README's released-models section
+    metaug-release campaign row --campaign "$CAMPAIGN" --leg "$LEG" --eval "$EVAL" --run "$RUN" --released > /dev/null
+    metaug-release campaign readme --campaign "$CAMPAIGN" --leg "$LEG"   # README's released-models section
     REUSE="--reuse hub/cifar10-fc"
 else
     REUSE=""
 fi
 
-echo "[leg $LEG] 5/5 committed resume state $STATE"
+echo "[$TAG] 5/5 committed resume state $STATE"
 # shellcheck disable=SC2086
 metaug-compact-state "$CKPT" "$STATE" $REUSE
-cp "$RUN/log.jsonl" "$RUN/config.json" runs/cifar10-alexnet32-metaug/
-du -b "$STATE"/* runs/cifar10-alexnet32-metaug/log.jsonl hub/cifar10-conv/* hub/cifar10-fc/* | sort -n
+cp "$RUN/log.jsonl" "$RUN/config.json" "$COMMITTED/"
+du -b "$STATE"/* "$COMMITTED/log.jsonl" hub/cifar10-conv/* hub/cifar10-fc/* | sort -n

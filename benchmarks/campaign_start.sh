@@ -3,6 +3,8 @@
 # (benchmarks/CAMPAIGN.md):
 #
 #   bash benchmarks/campaign_start.sh [SESSION_START]     # SESSION_START: `date` text, default now
+#   CAMPAIGN=2 bash benchmarks/campaign_start.sh [SESSION_START]   # campaign 2 (OUCL): the same deadline,
+#       started by benchmarks/study_start.sh with its recipe (metaug_training/recipes/study-oucl-shared.json)
 #
 # The run stops by itself (run.stop_after_minutes), saves and exports with 37 minutes of the
 # 180-minute session left. It resumes exactly from runs/cifar10-alexnet32-metaug/full when that
@@ -18,6 +20,11 @@ MINUTES=$(( (START + (180 - 37) * 60 - NOW) / 60 ))
 if [ "$MINUTES" -lt 30 ]; then
     echo "only $MINUTES training minutes would be left in this session; not starting" >&2
     exit 1
+fi
+if [ "${CAMPAIGN:-1}" != 1 ]; then
+    PATHS=$(metaug-release campaign paths --campaign "$CAMPAIGN")
+    eval "$PATHS"
+    exec bash benchmarks/study_start.sh "$RECIPE" "$MINUTES"
 fi
 RUN=runs/cifar10-alexnet32-metaug/full
 mkdir -p "$RUN"

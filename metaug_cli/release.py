@@ -2,7 +2,7 @@
 generated sections of README.md / benchmarks/RESULTS.md / benchmarks/CAMPAIGN.md, reproduction).
 
     metaug-release evaluate --model DIR --data CIFAR -o FEATS --report benchmarks/campaign/legN.json
-    metaug-release campaign row|plot|cards|readme|final|recard ...
+    metaug-release campaign row|plot|cards|readme|final|recard|paths [--campaign N] ...
     metaug-release cards --metaug-eval ... -o benchmarks/release        (the first release's card files)
     metaug-release reproduce hub/cifar10-conv hub/cifar10-fc --data ../shared/data/cifar10-jpeg.tar.gz
     metaug-release study row|results ...
@@ -26,6 +26,8 @@ from ._common import Group, device_option, echo_written, group, handle_errors, o
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+_campaign_opt = click.option("--campaign", "campaign_no", type=click.IntRange(min=1), default=1, show_default=True,
+                             help="Which campaign (metaug_training.release.campaign.CAMPAIGNS: 1 MetAug, 2 OUCL).")
 _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
                            help="Write the JSON report here.")
 
@@ -137,77 +139,105 @@ def campaign() -> None:
 
 
 @campaign.command(name="row")
-@click.option("--leg", type=click.IntRange(min=1), required=True)
+@_campaign_opt
+@click.option("--leg", type=click.IntRange(min=1), required=True, help="The leg within the campaign.")
 @click.option("--eval", "eval_path", type=_existing_file, required=True,
               help="metaug-release evaluate report of the leg's encoder.")
-@click.option("--run", "run_dir", type=_existing_dir, default=None, help="The run folder (default: the campaign's).")
+@click.option("--run", "run_dir", type=_existing_dir, default=None,
+              help="The run folder whose log.jsonl gives the minutes (default: the campaign's run/full when it is "
+                   "on this machine, else its committed log; campaign 2's leg 1 is the recipe study's run).")
 @click.option("--released", is_flag=True, help="Mark the row as re-released.")
 @handle_errors()
-def campaign_row(leg, eval_path, run_dir, released):
-    """Append (or replace) the leg's row in campaign.jsonl; rewrite CAMPAIGN.md's table and campaign.png."""
+def campaign_row(campaign_no, leg, eval_path, run_dir, released):
+    """Append (or replace) the leg's row in campaign.jsonl; rewrite the campaign's tables (CAMPAIGN.md;
+    RESULTS.md for campaign 2 on) and campaign.png."""
     from metaug_training.release import campaign as c
 
-    row = c.record_row(leg, eval_path, run_dir or c.RUN, released)
+    row = c.record_row(leg, eval_path, run_dir, released, campaign=campaign_no)
     click.echo(json.dumps(row))
     echo_written([c.JSONL, c.DOC, c.PNG])
 
 
-@campaign.command(name="plot")
+@campaign.command(name="paths")
+@_campaign_opt
+@click.option("--leg", type=click.IntRange(min=1), default=1, show_default=True)
 @handle_errors()
-def campaign_plot():
-    """Redraw campaign.png from campaign.jsonl."""
-    from metaug_training.release.campaign import redraw
+def campaign_paths(campaign_no, leg):
+    """Print the campaign's paths as shell assignments (benchmarks/campaign_leg.sh evaluates them):
+    RECIPE, RUN (the trainer's folder), STATE, COMMITTED (where log and config are committed),
+    OUTDIR (records), EVAL (the leg's evaluation report)."""
+    from metaug_training.release.campaign import get_campaign
+    from metaug_training.release.paths import repo_relative
 
-    echo_written([redraw()])
+    c = get_campaign(campaign_no)
+    for name, path in (("RECIPE", c.recipe), ("RUN", c.full), ("STATE", c.state), ("COMMITTED", c.run_dir),
+                       ("OUTDIR", c.out), ("EVAL", c.eval_path(leg))):
+        click.echo(f"{name}={repo_relative(path)}")
+
+
+@campaign.command(name="plot")
+@_campaign_opt
+@handle_errors()
+def campaign_plot(campaign_no):
+    """Redraw campaign.png from campaign.jsonl (every campaign's rows) and rewrite the campaign's tables."""
+    from metaug_training.release.campaign import get_campaign, redraw, write_tables
+
+    get_campaign(campaign_no)
+    echo_written([*write_tables(campaign_no), redraw()])
 
 
 @campaign.command(name="cards")
+@_campaign_opt
 @click.option("--leg", type=click.IntRange(min=1), required=True)
-@output_option("Folder for card-conv.json, card-fc.json and summary.md (default: benchmarks/campaign).",
-               legacy_options=("--out",))
+@output_option("Folder for card-conv.json, card-fc.json and summary.md (default: the campaign's records folder, "
+               "benchmarks/campaign or benchmarks/campaign/c2).", legacy_options=("--out",))
 @handle_errors()
-def campaign_cards(leg, output):
+def campaign_cards(campaign_no, leg, output):
     """Card-metrics files of the release made from the leg's row, and RESULTS.md's campaign section."""
-    from metaug_training.release.campaign_cards import OUT, cards_for_leg
+    from metaug_training.release.campaign_cards import cards_for_leg
 
-    echo_written(cards_for_leg(leg, output or OUT))
+    echo_written(cards_for_leg(leg, output, campaign=campaign_no))
 
 
 @campaign.command(name="readme")
+@_campaign_opt
 @click.option("--leg", type=click.IntRange(min=1), required=True)
 @handle_errors()
-def campaign_readme(leg):
+def campaign_readme(campaign_no, leg):
     """Rewrite the README's released-models section (after the release export)."""
     from metaug_training.release.readme import write_readme
 
-    echo_written([write_readme(leg)])
+    echo_written([write_readme(leg, campaign=campaign_no)])
 
 
 @campaign.command(name="final")
+@_campaign_opt
 @click.option("--leg", type=click.IntRange(min=1), required=True)
 @click.option("--paper-probe", type=_existing_file, nargs=2, required=True, metavar="CONV_REPORT FC_REPORT",
               help="metaug-eval paper-probe --report files of conv and fc.")
 @handle_errors()
-def campaign_final(leg, paper_probe):
+def campaign_final(campaign_no, leg, paper_probe):
     """The last leg: evaluation-only row, plot, cards with the paper probe, RESULTS.md's final
     table (then `campaign recard` and `campaign readme`)."""
     from metaug_training.release import campaign as c
     from metaug_training.release.campaign_final import record_final
     from metaug_training.release.paths import RESULTS
 
-    click.echo(json.dumps(record_final(leg, *paper_probe)))
+    click.echo(json.dumps(record_final(leg, *paper_probe, campaign=campaign_no)))
     echo_written([c.JSONL, c.DOC, c.PNG, RESULTS])
 
 
 @campaign.command(name="recard")
+@_campaign_opt
 @click.option("--hub", type=_existing_dir, default=None, help="Folder holding cifar10-conv and cifar10-fc (default: hub/).")
 @handle_errors()
-def campaign_recard(hub):
+def campaign_recard(campaign_no, hub):
     """Re-render hub/cifar10-{conv,fc}/README.md from the campaign's card files (no checkpoint
     needed; the weights are not touched)."""
+    from metaug_training.release.campaign import get_campaign
     from metaug_training.release.campaign_cards import HUB, recard_shipped
 
-    echo_written(recard_shipped(hub or HUB))
+    echo_written(recard_shipped(hub or HUB, get_campaign(campaign_no).out))
 
 
 # ---------------------------------------------------------------------- recipe study

@@ -52,6 +52,14 @@ HUB_DATASETS = ["uoft-cs/cifar10"]
 TAGS = ["metaug", "self-supervised-learning", "contrastive-learning", "feature-extraction",
         "image-feature-extraction", "cifar10"]
 _REQUIRED_METRIC_KEYS = ("task", "dataset", "metric", "name", "value")
+#: How the card's first sentence names the training method, by the ``method`` of the folder's
+#: provenance (the run's config): a card says what trained the weights, never more.
+METHOD_TEXT = {
+    "metaug": "**MetAug** (contrastive learning with meta\nfeature augmentation, Li et al., ICML 2022)",
+    "oucl": "**OUCL** (the unified contrastive loss of the MetAug paper, Li et al., ICML 2022, on its own:\n"
+            "no meta feature augmentation, no MetAug meta step)",
+    "cmc": "**CMC** (Contrastive Multiview Coding, Tian et al., 2020; the baseline of the MetAug paper)",
+}
 _LICENSE_TEXT = {
     "mit": "MIT (the weights and the `metaug-features` code). CIFAR-10 is distributed by its "
            "authors without an explicit licence; check its terms before commercial use.",
@@ -161,6 +169,14 @@ _HUB_STATUS = re.compile(r"<!-- hub-status: built-in -->\n(?P<builtin>.*?)<!-- h
                          r"(?P<other>.*?)<!-- hub-status: end -->\n", re.S)
 
 
+def method_text(config: EncoderConfig) -> str:
+    """The card's name of the method that trained ``config``'s weights (its provenance's ``method``)."""
+    method = (config.provenance or {}).get("method")
+    if method is None:
+        return "a contrastive method of the MetAug paper's toolkit (the folder does not record which)"
+    return METHOD_TEXT.get(method, f"**{method}**")
+
+
 def _select_hub_status(text: str, builtin: bool) -> str:
     """Keep the template's Hub-status block that applies (a template without one is unchanged)."""
     return _HUB_STATUS.sub(lambda m: m.group("builtin" if builtin else "other"), text, count=1)
@@ -222,6 +238,7 @@ def render_card(
     values = {
         "metadata": yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True),
         "title": name,
+        "method_text": method_text(config),
         "architecture": config.architecture,
         "width": config.width,
         "views": ", ".join(config.views),

@@ -1,5 +1,12 @@
-"""The CPU training campaign's record: one row per leg (``benchmarks/campaign.jsonl``), the
-table of ``benchmarks/CAMPAIGN.md`` and the learning-curve plot ``benchmarks/campaign.png``.
+"""The CPU training campaigns' record: one row per leg (``benchmarks/campaign.jsonl``), the
+tables of ``benchmarks/CAMPAIGN.md`` and the learning-curve plot ``benchmarks/campaign.png``.
+
+:data:`CAMPAIGNS` defines every campaign (recipe, run folder, legs, where its records go); each
+``metaug-release campaign`` subcommand takes ``--campaign N`` (default 1). Rows of campaign 1
+carry no ``campaign`` field; rows of a later campaign carry ``"campaign": N`` and their leg
+number within it. Campaign 2 continues the recipe study's ``oucl-shared`` run: the study's
+candidate run is its leg 1 (``metaug-release campaign row --campaign 2 --leg 1 --eval
+benchmarks/recipe_study/oucl-shared.json``), and its training minutes count from that run's start.
 
 The flagship run (``metaug_training/recipes/cifar10-alexnet32-metaug.json``) trains in legs of
 one session each; ``benchmarks/CAMPAIGN.md`` has the plan. After a leg stops
@@ -19,8 +26,11 @@ lines (``benchmarks/release/floor.json`` and ``cmc.json``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,41 +42,122 @@ from .records import EncoderEvaluation, load_evaluation
 from .run_log import log_records, run_config, training_time
 from .sections import write_section
 
-RECIPE = RECIPES / "cifar10-alexnet32-metaug.json"
-RUN = REPO / "runs" / "cifar10-alexnet32-metaug" / "full"
 JSONL = BENCHMARKS / "campaign.jsonl"
 PNG = BENCHMARKS / "campaign.png"
 OUT = BENCHMARKS / "campaign"
 DOC = BENCHMARKS / "CAMPAIGN.md"
-LEGS = 5
-#: The section of CAMPAIGN.md (the rows' table) and of RESULTS.md (the released state).
-SECTION = "campaign"
 #: Marks the last leg's row: an evaluation of the finished run's weights, no training.
 FINAL_KIND = "final-evaluation"
+#: Display names of the training methods (``method`` of a recipe / a folder's provenance).
+METHOD_LABELS = {"metaug": "MetAug", "oucl": "OUCL", "cmc": "CMC"}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """One training campaign: a recipe trained in legs of one session each.
+
+    run_dir: the run's committed folder (``log.jsonl``, ``config.json``, ``state/``); the trainer
+    writes into ``run_dir/full`` (git-ignored). out: where its evaluation reports
+    (``legN.json``) and card files go. section: the CAMPAIGN.md / RESULTS.md section of its
+    rows' table. issues: the issues of its legs (headings)."""
+
+    number: int
+    recipe: Path
+    run_dir: Path
+    legs: int
+    out: Path
+    section: str
+    issues: str
+
+    @property
+    def full(self) -> Path:
+        return self.run_dir / "full"
+
+    @property
+    def state(self) -> Path:
+        return self.run_dir / "state"
+
+    def eval_path(self, leg: int) -> Path:
+        return self.out / f"leg{leg}.json"
+
+    @cached_property
+    def method(self) -> str:
+        return json.loads(self.recipe.read_text())["method"]
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name it: "campaign 2 (OUCL)"."""
+        return f"campaign {self.number} ({METHOD_LABELS.get(self.method, self.method)})"
+
+    def default_run(self) -> Path:
+        """The folder a row's training minutes come from: the trainer's own folder when it is on
+        this machine, else the committed copy of its log and config."""
+        return self.full if (self.full / "log.jsonl").is_file() else self.run_dir
+
+
+CAMPAIGNS = {
+    1: Campaign(number=1, recipe=RECIPES / "cifar10-alexnet32-metaug.json",
+                run_dir=REPO / "runs" / "cifar10-alexnet32-metaug", legs=5, out=OUT, section="campaign",
+                issues="#14-#18"),
+    2: Campaign(number=2, recipe=RECIPES / "study-oucl-shared.json",
+                run_dir=REPO / "runs" / "study" / "oucl-shared", legs=6, out=OUT / "c2", section="campaign2",
+                issues="#34, #36-#40"),
+}
+
+# Campaign 1's names, as the tooling used them before there were several campaigns.
+RECIPE = CAMPAIGNS[1].recipe
+RUN = CAMPAIGNS[1].full
+LEGS = CAMPAIGNS[1].legs
+#: The section of CAMPAIGN.md (the rows' table) and of RESULTS.md (the released state).
+SECTION = CAMPAIGNS[1].section
+
+
+def get_campaign(number: int) -> Campaign:
+    """The campaign ``number`` (an error naming the defined ones otherwise)."""
+    if number not in CAMPAIGNS:
+        raise MetAugError(f"no campaign {number}; defined: {sorted(CAMPAIGNS)}")
+    return CAMPAIGNS[number]
+
+
+def campaign_of(row: dict[str, Any]) -> int:
+    """The campaign a row belongs to (rows without the field are campaign 1's)."""
+    return int(row.get("campaign", 1))
 
 
 # ---------------------------------------------------------------------- rows
-def read_rows(path: Path = JSONL) -> list[dict[str, Any]]:
-    """The campaign's rows (none when the file does not exist yet)."""
+def all_rows(path: Path = JSONL) -> list[dict[str, Any]]:
+    """Every campaign's rows, in file order (none when the file does not exist yet)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def read_rows(path: Path = JSONL, campaign: int = 1) -> list[dict[str, Any]]:
+    """The rows of one campaign (default campaign 1), in leg order."""
+    return [r for r in all_rows(path) if campaign_of(r) == campaign]
+
+
 def write_rows(rows: list[dict[str, Any]], path: Path = JSONL) -> None:
-    """Write the rows sorted by leg, atomically."""
-    rows = sorted(rows, key=lambda r: r["leg"])
+    """Write every campaign's rows, sorted by campaign and leg, atomically."""
+    rows = sorted(rows, key=lambda r: (campaign_of(r), r["leg"]))
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def rows_sha256(rows: list[dict[str, Any]]) -> str:
+    """The fingerprint campaign.png carries: SHA-256 of the rows' canonical JSON."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
 def row_of(rows: list[dict[str, Any]], leg: int) -> dict[str, Any]:
-    """The row of ``leg`` (an error that says what to run when there is none)."""
+    """The row of ``leg`` among one campaign's ``rows`` (an error that says what to run when there is none)."""
     row = next((x for x in rows if x["leg"] == leg), None)
     if row is None:
         raise MetAugError(f"no row for leg {leg} in {JSONL}; run `metaug-release campaign row` first")
     return row
 
 
-def make_row(leg: int, evaluation: EncoderEvaluation, run_dir: Path, previous: list[dict[str, Any]]) -> dict[str, Any]:
-    """The campaign row of ``leg`` from its evaluation and the run's log."""
+def make_row(leg: int, evaluation: EncoderEvaluation, run_dir: Path, previous: list[dict[str, Any]],
+             campaign: int = 1) -> dict[str, Any]:
+    """The row of ``leg`` of ``campaign`` from its evaluation and the run's log (``previous``: the
+    campaign's rows so far; the leg's own minutes and epochs count from the last earlier leg)."""
     cfg = run_config(run_dir)
     batch, ckpt_every = cfg["optim"]["batch_size"], cfg["run"]["ckpt_every"]
     records = log_records(run_dir)
@@ -77,7 +168,10 @@ def make_row(leg: int, evaluation: EncoderEvaluation, run_dir: Path, previous: l
     upto = [r for r in records if r.get("step", 0) <= step]
     total_s, _ = training_time(upto, batch, ckpt_every)
     leg_s, leg_steps = training_time(upto, batch, ckpt_every, last_leg_step)
+    if step > max((r.get("step", 0) for r in records), default=0):
+        raise MetAugError(f"the evaluated weights are at step {step}, past the last step of {run_dir}/log.jsonl")
     row = {
+        **({"campaign": campaign} if campaign != 1 else {}),
         "leg": leg,
         "date_utc": evaluation.date_utc or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "epoch": round(float(prov["epochs"]), 3),
@@ -151,60 +245,108 @@ def references(release_dir: Path = FIRST_RELEASE) -> dict[str, dict[str, float]]
 
 
 def plot(rows: list[dict[str, Any]], path: Path = PNG) -> Path:
-    """Draw the legs' accuracies against epochs (with the references) into ``path``, atomically."""
+    """Draw every campaign's legs against training minutes into ``path``, atomically: k-NN k=200
+    on conv and fc and the fast probe on conv (campaign 1 solid, later ones dashed), the last
+    leg's paper probe, the random-init floor and the first release's CMC, and campaign 1's final
+    model as a horizontal line. The PNG carries :func:`rows_sha256` of ``rows`` (text chunk
+    ``rows_sha256``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    finals = [r for r in rows if r.get("kind") == FINAL_KIND]
-    rows = training_rows(rows)
-    ep = [0.0] + [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     refs = references()
     floor = refs["random init (floor)"]
     series = (("knn_conv_k200", "k-NN k=200, conv", "C0"), ("knn_fc_k200", "k-NN k=200, fc", "C1"),
               ("probe_conv", "fast linear probe, conv", "C2"))
-    for key, label, colour in series:
-        # Epoch 0 is the random-init encoder (the floor's numbers: same architecture, untrained).
-        ax.plot(ep, [floor[key]] + [r[key] for r in rows], "o-", color=colour, label=label)
-    for r in finals:  # the last leg's paper-protocol probe of the final model
-        for layer, colour in (("conv", "C3"), ("fc", "C4")):
-            ax.plot([r["epoch"]], [r[f"paper_probe_{layer}"]], "*", color=colour, markersize=12,
-                    label=f"paper linear probe, {layer} (leg {r['leg']})")
-    for (name, ref), style in zip(refs.items(), (":", "--")):
+    styles = {1: ("o", "-"), 2: ("s", "--")}
+    numbers = sorted({campaign_of(r) for r in rows})
+    xmax = 0.0
+    for n in numbers:
+        own = [r for r in rows if campaign_of(r) == n]
+        train = training_rows(own)
+        marker, line = styles.get(n, ("^", "-."))
+        c = CAMPAIGNS.get(n)
+        name = c.label if c else f"campaign {n}"
+        x = [0.0] + [r["training_minutes"] for r in train]
+        xmax = max([xmax] + x)
+        for key, label, colour in series:
+            # Minute 0 is the random-init encoder (the floor's numbers: same architecture, untrained).
+            ax.plot(x, [floor[key]] + [r[key] for r in train], marker=marker, linestyle=line, color=colour,
+                    label=f"{name}: {label}")
+        for r in own:
+            if r.get("kind") != FINAL_KIND:
+                continue
+            for layer, colour in (("conv", "C3"), ("fc", "C4")):
+                ax.plot([r["training_minutes"]], [r[f"paper_probe_{layer}"]], "*", color=colour, markersize=12,
+                        label=f"{name}: paper linear probe, {layer} (leg {r['leg']})")
+    for (name, ref), style in zip(refs.items(), (":", (0, (1, 3)))):
         for key, colour in (("knn_conv_k200", "C0"), ("probe_conv", "C2")):
             ax.axhline(ref[key], color=colour, linestyle=style, linewidth=1, alpha=0.8)
         ax.plot([], [], color="grey", linestyle=style, label=f"{name} (k-NN and probe, conv)")
-    planned = rows[-1]["planned_epochs"] if rows else None
-    ax.set_xlim(0, planned * 1.03 if planned else None)
-    ax.set_xlabel(f"epoch (of {planned} planned)" if planned else "epoch")
+    first = training_rows([r for r in rows if campaign_of(r) == 1])
+    if first:
+        last = first[-1]
+        for key, colour in (("knn_conv_k200", "C0"), ("probe_conv", "C2")):
+            ax.axhline(last[key], color=colour, linestyle="-", linewidth=2.5, alpha=0.25)
+        ax.plot([], [], color="grey", linestyle="-", linewidth=2.5, alpha=0.4,
+                label=f"campaign 1's final model (leg {last['leg']}, {last['training_minutes']:.0f} min): "
+                      f"k-NN conv {last['knn_conv_k200']:.2f}, probe conv {last['probe_conv']:.2f}")
+    ax.set_xlim(0, max(xmax, 1.0) * 1.03)
+    ax.set_xlabel("training minutes on the 2-core CPU (each campaign from its run's start)")
     ax.set_ylabel("CIFAR-10 test accuracy (%)")
-    ax.set_title("MetAug alexnet32 w0.5 on the 2-core CPU: campaign legs")
+    ax.set_title("alexnet32 w0.5 on the 2-core CPU: campaign legs against training minutes")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    fig.savefig(tmp, metadata={"rows_sha256": rows_sha256(rows)})
     plt.close(fig)
     tmp.replace(path)
     return path
 
 
 # ---------------------------------------------------------------------- operations
-def record_row(leg: int, eval_path: Path, run_dir: Path = RUN, released: bool = False) -> dict[str, Any]:
-    """``metaug-release campaign row``: append (or replace) the leg's row in campaign.jsonl,
-    rewrite CAMPAIGN.md's table and redraw campaign.png; return the row."""
-    rows = read_rows()
-    row = make_row(leg, load_evaluation(eval_path), run_dir, rows)
+def results_section(campaign: int, rows: list[dict[str, Any]]) -> str:
+    """RESULTS.md's section of a later campaign's legs (campaign 1's table is in CAMPAIGN.md only)."""
+    c = get_campaign(campaign)
+    return (f"## Training campaign {campaign}: the legs ({c.issues})\n\n"
+            f"`{c.recipe.relative_to(REPO).as_posix()}` ({METHOD_LABELS.get(c.method, c.method)}), {c.legs} legs "
+            f"planned, continuing the run in `{c.run_dir.relative_to(REPO).as_posix()}`; training minutes from its "
+            f"log since the run's start. Generated by `metaug-release campaign row --campaign {campaign}` from "
+            f"`benchmarks/campaign.jsonl` (accuracy in %, 10,000 test images; `benchmarks/CAMPAIGN.md`, "
+            f"\"Campaign {campaign}\").\n\n" + rows_table(rows) + "\n\n"
+            "![campaign legs against training minutes](campaign.png)\n")
+
+
+def write_tables(campaign: int = 1) -> list[Path]:
+    """Rewrite the campaign's rows table in CAMPAIGN.md (and, for a later campaign, in RESULTS.md)."""
+    from .paths import RESULTS
+
+    c = get_campaign(campaign)
+    rows = read_rows(campaign=campaign)
+    written = [write_section(DOC, rows_table(rows), c.section)]
+    if campaign != 1 and rows:
+        written.append(write_section(RESULTS, results_section(campaign, rows), c.section))
+    return written
+
+
+def record_row(leg: int, eval_path: Path, run_dir: Path | None = None, released: bool = False,
+               campaign: int = 1) -> dict[str, Any]:
+    """``metaug-release campaign row``: append (or replace) the leg's row of ``campaign`` in
+    campaign.jsonl, rewrite its tables and redraw campaign.png; return the row. ``run_dir``: the
+    run folder whose log gives the training minutes (default :meth:`Campaign.default_run`)."""
+    c = get_campaign(campaign)
+    row = make_row(leg, load_evaluation(eval_path), run_dir or c.default_run(), read_rows(campaign=campaign), campaign)
     row["released"] = bool(released)
     row["eval"] = repo_relative(eval_path)
-    write_rows([x for x in rows if x["leg"] != leg] + [row])
-    write_section(DOC, rows_table(read_rows()), SECTION)
-    plot(read_rows())
+    write_rows([x for x in all_rows() if (campaign_of(x), x["leg"]) != (campaign, leg)] + [row])
+    write_tables(campaign)
+    plot(all_rows())
     return row
 
 
 def redraw() -> Path:
-    """``metaug-release campaign plot``: redraw campaign.png from campaign.jsonl."""
-    return plot(read_rows())
+    """``metaug-release campaign plot``: redraw campaign.png from campaign.jsonl (every campaign)."""
+    return plot(all_rows())

@@ -13,7 +13,8 @@ from metaug_features.atomic import atomic_write_text
 from metaug_training.schedule import cosine_factor
 
 from . import cards
-from .campaign import LEGS, OUT, RECIPE, SECTION, read_rows, row_of, final_evaluation, schedule_complete
+from .campaign import (METHOD_LABELS, OUT, Campaign, campaign_of, final_evaluation, get_campaign, read_rows, row_of,
+                       schedule_complete)
 from .paths import FIRST_RELEASE, HUB, REPO, RESULTS
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import run_budget
@@ -26,6 +27,16 @@ PAPER_ALEXNET224 = {"conv": 87.87, "fc": 88.12}
 THIS, CMC_FIRST = "MetAug (this model)", "CMC, first release"
 
 
+def this_model(method: str) -> str:
+    """The comparison row name of the released model: its method, from the run's recipe."""
+    return f"{METHOD_LABELS.get(method, method)} (this model)"
+
+
+def campaign_name(c: Campaign) -> str:
+    """How cards and notes name the campaign ("the CPU training campaign", "CPU training campaign 2")."""
+    return "the CPU training campaign" if c.number == 1 else f"CPU training campaign {c.number}"
+
+
 def paper_probe_metric(final: dict[str, Any], layer: str) -> dict[str, Any]:
     """The card metric entry (training.model_card format) of the final row's paper probe on ``layer``."""
     return {"task": "image-classification", "dataset": "CIFAR-10 (JPEG q75)", "dataset_type": "cifar10",
@@ -36,39 +47,46 @@ def paper_probe_metric(final: dict[str, Any], layer: str) -> dict[str, Any]:
                      "summary": final["paper_probe_summary"]}}
 
 
-def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: Path = RECIPE,
+def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: Path | None = None,
                cmc_eval: Path = FIRST_RELEASE / "cmc.json", floor_eval: Path = FIRST_RELEASE / "floor.json",
                cmc_run: Path = FIRST_RELEASE / "runs" / "cmc",
                final: dict[str, Any] | None = None) -> tuple[dict[str, dict[str, Any]], str]:
     """Card-metrics specs for ``conv`` and ``fc`` and a Markdown summary for RESULTS.md.
 
     ``final``: the last leg's evaluation-only row (:func:`.campaign_final.final_row`), when it has
-    run: each card gains its layer's paper-probe metric and the final note quotes both layers."""
+    run: each card gains its layer's paper-probe metric and the final note quotes both layers.
+    The campaign is the row's (``campaign`` field); ``recipe_path`` defaults to its recipe, whose
+    ``method`` names the model on the card (MetAug, OUCL, ...)."""
+    c = get_campaign(campaign_of(row))
+    recipe_path = recipe_path or c.recipe
     recipe = json.loads(recipe_path.read_text())
+    this = this_model(recipe["method"])
     cmc_budget = run_budget(cmc_run)
-    evals = {THIS: evaluation, CMC_FIRST: load_evaluation(cmc_eval), cards.FLOOR: load_evaluation(floor_eval)}
-    budgets = {THIS: {"epochs": row["epoch"]}, CMC_FIRST: cmc_budget, cards.FLOOR: None}
+    evals = {this: evaluation, CMC_FIRST: load_evaluation(cmc_eval), cards.FLOOR: load_evaluation(floor_eval)}
+    budgets = {this: {"epochs": row["epoch"]}, CMC_FIRST: cmc_budget, cards.FLOOR: None}
     rows = cards.comparison_rows(evals, budgets)
     o = recipe["optim"]
     f = cosine_factor(row["epoch"] / o["epochs"])
     done = schedule_complete(row, o["epochs"])
     budget = {
         "command": f"metaug-train --config metaug_training/recipes/{recipe_path.name} --resume (one leg per session)",
-        "campaign": f"leg {row['leg']} of {LEGS}; epoch {row['epoch']} of the planned {o['epochs']} "
+        "campaign": (f"campaign {c.number}, " if c.number != 1 else "")
+                    + f"leg {row['leg']} of {c.legs}; epoch {row['epoch']} of the planned {o['epochs']} "
                     f"(benchmarks/CAMPAIGN.md)",
         "training time": f"{row['training_minutes']} minutes on 2 CPU cores ({2 * row['training_minutes'] / 60:.1f} core-hours)",
         "steps": row["step"],
         "batch size": o["batch_size"],
         "learning-rate schedule": f"{o['schedule']} over {o['epochs']} epochs, lr {o['lr']} "
                                   + ("(complete)" if done else f"(now at {f:.2f} of its peak)"),
-        "meta step": f"every {recipe['metaug']['meta_every']} iterations (metaug.meta_every)",
+        **({"meta step": f"every {recipe['metaug']['meta_every']} iterations (metaug.meta_every)"}
+           if recipe["method"] == "metaug" else {"method": f"{recipe['method']} (no meta step)"}),
         "throughput": f"{row['images_per_s']} images/s (leg {row['leg']})",
     }
     hardware = "CPU only: 2 cores (x86_64, AMD EPYC), 24 GB RAM; 2 torch threads"
     specs = {}
     for layer in cards.LAYERS:
-        m, fl = evals[THIS][layer], evals[cards.FLOOR][layer]
-        notes = _status_notes(row, final, o["epochs"], done, f)
+        m, fl = evals[this][layer], evals[cards.FLOOR][layer]
+        notes = _status_notes(row, final, o["epochs"], done, f, c)
         for name, get in (("weighted k-NN k=200", lambda e: e.knn[200]), ("fast linear probe", lambda e: e.probe)):
             if get(m) < get(fl):
                 notes.append(f"**Below the random-init floor** on `{layer}` for {name} ({get(m):.2f} vs {get(fl):.2f}).")
@@ -80,17 +98,20 @@ def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: 
                         "notes": notes, "comparison_title": "Comparison with the first release's CMC and the random-init floor"}
     from metaug_training.model_card import markdown_table
 
-    summary = (f"Campaign leg {row['leg']} of {LEGS} (`{recipe_path.name}`): epoch {row['epoch']} of {o['epochs']}, "
+    summary = ((f"Campaign {c.number}, leg" if c.number != 1 else "Campaign leg")
+               + f" {row['leg']} of {c.legs} (`{recipe_path.name}`): epoch {row['epoch']} of {o['epochs']}, "
                f"{row['training_minutes']} training minutes on 2 cores, {row['images_per_s']} img/s this leg; "
                f"CMC row: the first release's 90-minute run ({cmc_budget['epochs']} epochs).\n\n"
                + markdown_table(rows) + "\n")
     return specs, summary
 
 
-def _status_notes(row: dict[str, Any], final: dict[str, Any] | None, epochs: int, done: bool, f: float) -> list[str]:
+def _status_notes(row: dict[str, Any], final: dict[str, Any] | None, epochs: int, done: bool, f: float,
+                  c: Campaign) -> list[str]:
     """The card's first note: final model (with or without the paper probe) or training in progress."""
+    name, LEGS = campaign_name(c), c.legs
     if done and final is not None:
-        return [f"**Final model of the CPU training campaign**: the {epochs}-epoch schedule finished in leg "
+        return [f"**Final model of {name}**: the {epochs}-epoch schedule finished in leg "
                 f"{row['leg']} of {LEGS}; leg {final['leg']} evaluated it in full. Paper-protocol linear probe "
                 f"(docs/METHODS.md section 7: {final['paper_probe_epochs']} epochs of SGD on a linear layer with train-time "
                 f"augmentation; {final['paper_probe_summary']}): `conv` {final['paper_probe_conv']:.2f}, "
@@ -98,18 +119,20 @@ def _status_notes(row: dict[str, Any], final: dict[str, Any] | None, epochs: int
                 f"{PAPER_ALEXNET224['fc']} for its "
                 f"`alexnet224` after a GPU schedule: a reference, not like-for-like (`benchmarks/RESULTS.md`)."]
     if done:
-        return [f"**Final model of the CPU training campaign**: the {epochs}-epoch schedule finished in leg "
+        return [f"**Final model of {name}**: the {epochs}-epoch schedule finished in leg "
                 f"{row['leg']} of {LEGS}. The numbers here are the fast evaluation every leg runs; the last leg "
                 f"adds the paper-protocol linear probe (`benchmarks/RESULTS.md`)."]
-    return [f"**Training in progress**: this release is the state after leg {row['leg']} of {LEGS} of the CPU "
-            f"training campaign (epoch {row['epoch']} of {epochs}; the learning rate is still "
+    return [f"**Training in progress**: this release is the state after leg {row['leg']} of {LEGS} of "
+            f"{name} (epoch {row['epoch']} of {epochs}; the learning rate is still "
             f"{f:.2f} of its peak). Later legs replace it."]
 
 
-def write_cards(row: dict[str, Any], final: dict[str, Any] | None, output: Path = OUT) -> list[Path]:
+def write_cards(row: dict[str, Any], final: dict[str, Any] | None, output: Path | None = None) -> list[Path]:
     """card-conv.json, card-fc.json and summary.md of the release made from ``row`` (with the
     final evaluation's paper probe when it has run), and RESULTS.md's campaign section; returns
     the written paths."""
+    c = get_campaign(campaign_of(row))
+    output = output or c.out
     specs, summary = card_specs(load_evaluation(REPO / row["eval"]), row, final=final)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -117,14 +140,22 @@ def write_cards(row: dict[str, Any], final: dict[str, Any] | None, output: Path 
         atomic_write_text(output / f"card-{layer}.json", json.dumps(spec, indent=2) + "\n")
         written.append(output / f"card-{layer}.json")
     atomic_write_text(output / "summary.md", summary)
-    write_section(RESULTS, "## Training campaign: the released state (#14-#18)\n\n" + summary, SECTION)
+    write_section(RESULTS, released_heading(c) + summary, "campaign")
     return [*written, output / "summary.md", RESULTS]
 
 
-def cards_for_leg(leg: int, output: Path = OUT) -> list[Path]:
+def released_heading(c: Campaign) -> str:
+    """The heading of RESULTS.md's released-state section (the ``campaign`` section: whichever
+    campaign made the current release)."""
+    if c.number == 1:
+        return "## Training campaign: the released state (#14-#18)\n\n"
+    return f"## Training campaign {c.number}: the released state ({c.issues})\n\n"
+
+
+def cards_for_leg(leg: int, output: Path | None = None, campaign: int = 1) -> list[Path]:
     """``metaug-release campaign cards``: the card files of the leg's row (see :func:`write_cards`)."""
-    rows = read_rows()
-    return write_cards(row_of(rows, leg), final_evaluation(rows), output)
+    rows = read_rows(campaign=campaign)
+    return write_cards(row_of(rows, leg), final_evaluation(rows), output or get_campaign(campaign).out)
 
 
 def recard_shipped(hub: Path = HUB, cards_dir: Path = OUT) -> list[Path]:

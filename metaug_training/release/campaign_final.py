@@ -11,8 +11,9 @@ from typing import Any
 
 from metaug_features.errors import MetAugError
 
-from .campaign import (DOC, FINAL_KIND, OUT, SECTION, plot, read_rows, rows_table, schedule_complete, training_rows,
-                       write_rows)
+from .campaign import (FINAL_KIND, METHOD_LABELS, OUT, all_rows, campaign_of, get_campaign, plot, read_rows,
+                       schedule_complete,
+                       training_rows, write_rows, write_tables)
 from .campaign_cards import PAPER_ALEXNET224, write_cards
 from .paths import FIRST_RELEASE, REPO, RESULTS, repo_relative
 from .records import load_evaluation
@@ -73,6 +74,7 @@ def final_row(leg: int, released: dict[str, Any], reports: dict[str, Path], date
     summary = (f"{n} seed{'s' if n > 1 else ''}, mean test top-1 of the last {first['average_last']} "
                f"epoch{'s' if first['average_last'] > 1 else ''}")
     return {
+        **({"campaign": released["campaign"]} if campaign_of(released) != 1 else {}),
         "leg": leg, "kind": FINAL_KIND,
         # When the evaluation finished (the later report), so that re-running `final` changes nothing.
         "date_utc": date_utc or max(r["created_utc"] for r in results.values()),
@@ -114,7 +116,7 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
                      "epochs": epochs, "training compute": compute})
 
     for layer in ("conv", "fc"):
-        add(f"**MetAug, campaign final** (`hub/cifar10-{layer}`)", layer, final[f"paper_probe_{layer}"], ev,
+        add(f"**{METHOD_LABELS.get(ev.provenance.get('method'), 'MetAug')}, campaign final** (`hub/cifar10-{layer}`)", layer, final[f"paper_probe_{layer}"], ev,
             f"{final['epoch']:g}", _compute(final["training_minutes"], 2))
     for layer in ("conv", "fc"):
         add("MetAug paper, `alexnet224` (reference, not like-for-like)", layer, PAPER_ALEXNET224[layer], None, "-",
@@ -176,18 +178,18 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
     return "\n".join(lines) + "\n"
 
 
-def record_final(leg: int, paper_probe_conv: Path, paper_probe_fc: Path) -> dict[str, Any]:
+def record_final(leg: int, paper_probe_conv: Path, paper_probe_fc: Path, campaign: int = 1) -> dict[str, Any]:
     """``metaug-release campaign final``: the last leg's evaluation-only row in campaign.jsonl,
     CAMPAIGN.md's table, the cards with the paper probe, RESULTS.md's final table and the plot
     (then ``campaign recard`` and ``campaign readme``). Returns the row."""
-    rows = read_rows()
+    rows = read_rows(campaign=campaign)
     released = [x for x in training_rows(rows) if x.get("released")]
     if not released:
-        raise MetAugError("no released leg in benchmarks/campaign.jsonl")
+        raise MetAugError(f"no released leg of campaign {campaign} in benchmarks/campaign.jsonl")
     final = final_row(leg, released[-1], {"conv": paper_probe_conv, "fc": paper_probe_fc})
-    write_rows([x for x in rows if x["leg"] != leg] + [final])
-    write_section(DOC, rows_table(read_rows()), SECTION)
-    write_cards(released[-1], final, OUT)
-    write_section(RESULTS, final_table(final, released[-1]), FINAL_SECTION)
-    plot(read_rows())
+    write_rows([x for x in all_rows() if (campaign_of(x), x["leg"]) != (campaign, leg)] + [final])
+    write_tables(campaign)
+    write_cards(released[-1], final, get_campaign(campaign).out)
+    write_section(RESULTS, final_table(final, released[-1]), FINAL_SECTION if campaign == 1 else f"campaign{campaign}_final")
+    plot(all_rows())
     return final

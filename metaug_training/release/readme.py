@@ -11,7 +11,7 @@ from typing import Any
 
 from metaug_features.errors import MetAugError
 
-from .campaign import LEGS, RECIPE, final_evaluation, read_rows, schedule_complete
+from .campaign import METHOD_LABELS, campaign_of, final_evaluation, get_campaign, read_rows, schedule_complete
 from .paths import FIRST_RELEASE, HUB, README, REPO
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import run_budget
@@ -21,7 +21,7 @@ SECTION = "release"
 
 
 def readme_section(evaluation: EncoderEvaluation, row: dict[str, Any], folder_bytes: dict[str, int],
-                   recipe_path: Path = RECIPE, cmc_eval: Path = FIRST_RELEASE / "cmc.json",
+                   recipe_path: Path | None = None, cmc_eval: Path = FIRST_RELEASE / "cmc.json",
                    floor_eval: Path = FIRST_RELEASE / "floor.json",
                    cmc_run: Path = FIRST_RELEASE / "runs" / "cmc", final: dict[str, Any] | None = None) -> str:
     """The README's "Released models" table and paragraph for the release made from ``row``
@@ -32,6 +32,8 @@ def readme_section(evaluation: EncoderEvaluation, row: dict[str, Any], folder_by
     first release's reference evaluations, so the README cannot drift from the cards."""
     from metaug_training.model_card import markdown_table
 
+    c = get_campaign(campaign_of(row))
+    recipe_path = recipe_path or c.recipe
     recipe = json.loads(recipe_path.read_text())
     floor, cmc = load_evaluation(floor_eval), load_evaluation(cmc_eval)
     cmc_epochs = run_budget(cmc_run)["epochs"]
@@ -48,18 +50,22 @@ def readme_section(evaluation: EncoderEvaluation, row: dict[str, Any], folder_by
     views = "/".join("L" if v == "l" else v for v in m["views"])
     if schedule_complete(row, o["epochs"]):
         trained = f"trained the whole {o['epochs']}-epoch schedule"
-        status = "the campaign's final model"
+        status = "the campaign's final model" if c.number == 1 else f"campaign {c.number}'s final model"
     else:
         trained = f"trained {row['epoch']:.1f} of a planned {o['epochs']} epochs"
         status = "later legs replace it"
+    method = METHOD_LABELS.get(recipe["method"], recipe["method"])
+    step = (f"meta step every {recipe['metaug']['meta_every']} iterations" if recipe["method"] == "metaug"
+            else "no meta step")
+    which = "the CPU training campaign" if c.number == 1 else f"CPU training campaign {c.number}"
     paragraph = (
-        f"Both folders hold the same network (float16 weights, identical `conv` features): MetAug, "
-        f"`{m['architecture']}` width {m['width']}, views {views}, batch {o['batch_size']}, meta step every "
-        f"{recipe['metaug']['meta_every']} iterations, {trained} "
+        f"Both folders hold the same network (float16 weights, identical `conv` features): {method}, "
+        f"`{m['architecture']}` width {m['width']}, views {views}, batch {o['batch_size']}, {step}, {trained} "
         f"on the CIFAR-10 (JPEG q75) train split in {row['training_minutes']:.0f} minutes on the 2-core CPU: "
-        f"{legs} of {LEGS} of the CPU training campaign (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
+        f"{legs} of {c.legs} of {which} (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
         f"`benchmarks/CAMPAIGN.md`; {status}). Accuracy in % on the 10,000 test images, measured "
-        f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}` ({row['date_utc'][:10]})"
+        f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}"
+        + (f" {c.number}" if c.number != 1 else "") + f"` ({row['date_utc'][:10]})"
         + (f"; the paper linear probe (docs/METHODS.md section 7, {final['paper_probe_epochs']} epochs, "
            f"{final['paper_probe_summary']}) by `bash benchmarks/campaign_final.sh {final['leg']}` "
            f"({final['date_utc'][:10]}). " if final is not None else ". ") +
@@ -76,18 +82,18 @@ def folder_bytes(hub: Path = HUB) -> dict[str, int]:
             for layer in ("conv", "fc")}
 
 
-def released_row(leg: int) -> dict[str, Any]:
-    """The released row of ``leg`` (an error when the leg was not released)."""
-    row = next((x for x in read_rows() if x["leg"] == leg), None)
+def released_row(leg: int, campaign: int = 1) -> dict[str, Any]:
+    """The released row of ``leg`` of ``campaign`` (an error when the leg was not released)."""
+    row = next((x for x in read_rows(campaign=campaign) if x["leg"] == leg), None)
     if row is None or not row.get("released"):
         raise MetAugError(f"leg {leg} has no released row in benchmarks/campaign.jsonl")
     return row
 
 
-def write_readme(leg: int, readme: Path = README) -> Path:
+def write_readme(leg: int, readme: Path = README, campaign: int = 1) -> Path:
     """``metaug-release campaign readme``: rewrite the README's released-models section (between
     the ``<!-- release:start -->`` markers, which must be there) for the release of ``leg``."""
-    row = released_row(leg)
+    row = released_row(leg, campaign)
     section = readme_section(load_evaluation(REPO / row["eval"]), row, folder_bytes(),
-                             final=final_evaluation(read_rows()))
+                             final=final_evaluation(read_rows(campaign=campaign)))
     return write_section(readme, section, SECTION, append=False)

@@ -25,7 +25,9 @@ LEG_BUDGET_BYTES = 30 * 1000 * 1000
 
 
 def _rows() -> list[dict]:
-    return [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.is_file() else []
+    """Campaign 1's rows (those without a ``campaign`` field; campaign 2's: tests/release/test_campaign2.py)."""
+    rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.is_file() else []
+    return [r for r in rows if r.get("campaign", 1) == 1]
 
 
 def test_training_time_counts_logged_intervals_across_kills_and_legs():
@@ -59,8 +61,8 @@ def test_recipe_plan_arithmetic():
 
 
 def test_plot_is_written(tmp_path):
-    rows = [{"leg": 1, "epoch": 30.0, "planned_epochs": 165, "knn_conv_k200": 50.0, "knn_fc_k200": 48.0,
-             "probe_conv": 60.0}]
+    rows = [{"leg": 1, "epoch": 30.0, "planned_epochs": 165, "training_minutes": 120.0, "knn_conv_k200": 50.0,
+             "knn_fc_k200": 48.0, "probe_conv": 60.0}]
     campaign.plot(rows, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
