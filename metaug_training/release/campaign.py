@@ -208,6 +208,13 @@ def final_evaluation(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((r for r in reversed(rows) if r.get("kind") == FINAL_KIND), None)
 
 
+def current_release_row(rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The row the shipped folders come from: the last released training row of any campaign
+    (rows in file order: by campaign, then leg), or None when no leg was released."""
+    released = [r for r in training_rows(all_rows() if rows is None else rows) if r.get("released")]
+    return released[-1] if released else None
+
+
 def schedule_complete(row: dict[str, Any], planned_epochs: float) -> bool:
     """True when the leg's row is at the end of the planned schedule (the final model)."""
     return row["epoch"] >= planned_epochs - 1e-3

@@ -106,12 +106,14 @@ def test_rows_progress_and_agree_with_their_evaluations_and_the_doc():
 @pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
 def test_release_is_the_last_released_leg():
     current = json.loads((REPO / "benchmarks" / "current_release.json").read_text())
-    released = [r for r in _rows() if r.get("released")]
-    if not released:
+    row = campaign.current_release_row()   # of any campaign: the latest released leg
+    if row is None:
         assert current["record"] == "benchmarks/release"
         return
-    assert current["evaluation"] == released[-1]["eval"]
-    assert current["recipe"] == str(RECIPE.relative_to(REPO))
+    c = campaign.CAMPAIGNS[campaign.campaign_of(row)]
+    assert current["evaluation"] == row["eval"]
+    assert current["recipe"] == str(c.recipe.relative_to(REPO))
+    assert current["record"] == str(c.out.relative_to(REPO))
 
 
 @pytest.mark.skipif(not has_compact_state(STATE), reason="no committed resume state yet")
@@ -134,20 +136,20 @@ def test_committed_state_loads_and_continues_the_recipe():
 def test_readme_release_section_is_generated_from_the_release_record():
     """The README's released-models table and paragraph are exactly what `metaug-release campaign readme`
     renders from the last released leg's row, its evaluation and the shipped folders' sizes."""
-    released = [r for r in _rows() if r.get("released")]
-    if not released:
+    row = campaign.current_release_row()   # of any campaign: the latest released leg
+    if row is None:
         pytest.skip("no campaign leg released yet")
-    row = released[-1]
+    own = campaign.read_rows(campaign=campaign.campaign_of(row))
     expected = readme_section_module.readme_section(load_evaluation(REPO / row["eval"]), row, readme_section_module.folder_bytes(),
-                                final=campaign.final_evaluation(_rows()))
+                                final=campaign.final_evaluation(own))
     readme = (REPO / "README.md").read_text()
     begin, end = sections.markers("release")
     assert readme.count(begin) == readme.count(end) == 1
     assert readme[readme.index(begin) + len(begin):readme.index(end)].strip("\n") == expected.strip("\n")
-    planned = json.loads(RECIPE.read_text())["optim"]["epochs"]
+    planned = row["planned_epochs"]
     trained = (f"the whole {planned}-epoch schedule" if campaign.schedule_complete(row, planned)
                else f"{row['epoch']:.1f} of a planned")
-    assert f"campaign_leg.sh {row['leg']}`" in expected and trained in " ".join(expected.split())
+    assert f"campaign_leg.sh {row['leg']}" in expected and trained in " ".join(expected.split())
 
 
 @pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
