@@ -18,6 +18,9 @@ one session each; ``benchmarks/CAMPAIGN.md`` has the plan. After a leg stops
     metaug-release campaign cards --leg 1                                      # card-*.json, summary
     metaug-release campaign readme --leg 1      # after the release export: README's released-models section
 
+A campaign-2 leg runs the same with ``--campaign 2`` (``bash benchmarks/campaign_leg.sh LEG 2``;
+its reports and card files go to ``benchmarks/campaign/c2/``).
+
 A row holds: leg, epoch, step, training minutes so far (from the run's ``log.jsonl``: the sum of
 every logged interval's steps / rate, so gaps between legs do not count), the leg's images/s,
 weighted k-NN k=200 on ``conv`` and ``fc`` and the fast linear probe on ``conv`` (more columns

@@ -12,8 +12,7 @@ from typing import Any
 from metaug_features.errors import MetAugError
 
 from .campaign import (FINAL_KIND, METHOD_LABELS, OUT, all_rows, campaign_of, get_campaign, plot, read_rows,
-                       schedule_complete,
-                       training_rows, write_rows, write_tables)
+                       schedule_complete, training_rows, write_rows, write_tables)
 from .campaign_cards import PAPER_ALEXNET224, write_cards
 from .paths import FIRST_RELEASE, REPO, RESULTS, repo_relative
 from .records import load_evaluation

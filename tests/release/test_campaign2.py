@@ -93,6 +93,21 @@ def test_leg_1_row_is_the_study_records():
     assert row["date_utc"] == ev.date_utc
 
 
+def test_campaign_2_rows_progress_and_agree_with_their_evaluations():
+    """What each leg issue asks to show: a higher epoch than the last row, at least 80% of the ~125
+    training minutes a leg is allotted, and numbers that are the evaluation's."""
+    plan = json.loads(C2.recipe.read_text())["_plan"]
+    previous = 0.0
+    for r in _rows2():
+        assert r["epoch"] > previous and r["leg_epochs"] == pytest.approx(r["epoch"] - previous, abs=1e-2)
+        if r.get("kind") != campaign.FINAL_KIND and r["epoch"] < r["planned_epochs"]:
+            assert r["leg_minutes"] >= 0.8 * plan["leg_training_minutes"], r
+        previous = r["epoch"]
+        ev = load_evaluation(REPO / r["eval"])
+        assert (r["knn_conv_k200"], r["probe_conv"]) == (round(ev["conv"].knn[200], 2), round(ev["conv"].probe, 2))
+        assert r["step"] == ev.provenance["steps"] and ev.provenance["method"] == "oucl"
+
+
 def test_make_row_refuses_weights_past_the_runs_log():
     """An evaluation of weights the run's log does not reach (another run's, or a stale log) is refused."""
     ev = load_evaluation(REPO / _study_row()["eval"])
