@@ -214,7 +214,9 @@ def test_campaign_2_cards_say_oucl_and_never_metaug(tmp_path):
     assert "OUCL (this model)" in summary and "MetAug (this model)" not in summary
     assert summary.startswith("Campaign 2, leg 1 of 6 (`study-oucl-shared.json`)")
     config = load_encoder(REPO / "hub" / "cifar10-conv").config
-    oucl = replace(config, provenance=dict(config.provenance, method="oucl", meta_every=None))
+    # the provenance an OUCL run's export records (the study run's, as its evaluation report keeps it)
+    oucl = replace(config, provenance=load_evaluation(REPO / _study_row()["eval"]).provenance)
+    assert oucl.provenance["method"] == "oucl"
     for layer, spec in specs.items():
         assert spec["recipe"]["method"] == "oucl" and "meta step" not in spec["budget"]
         assert spec["budget"]["campaign"].startswith("campaign 2, leg 1 of 6")
@@ -235,3 +237,15 @@ def test_campaign_2_readme_section_says_oucl(tmp_path):
     assert "identical `conv` features): OUCL, `alexnet32` width 0.5" in text and "no meta step" in text
     assert "MetAug," not in text and "leg 1 of 6 of CPU training campaign 2" in text
     assert "`bash benchmarks/campaign_leg.sh 1 2`" in text and "study-oucl-shared.json" in text
+
+
+def test_card_method_comes_from_the_folders_provenance():
+    from metaug_features import load_encoder
+    from metaug_training.model_card import method_text
+
+    config = load_encoder(REPO / "hub" / "cifar10-conv").config
+    assert method_text(config).startswith("**MetAug**")
+    assert method_text(replace(config, provenance=dict(config.provenance, method="oucl"))).startswith("**OUCL**")
+    assert method_text(replace(config, provenance=dict(config.provenance, method="cmc"))).startswith("**CMC**")
+    unknown = method_text(replace(config, provenance={}))
+    assert "MetAug**" not in unknown and "does not record" in unknown
