@@ -24,8 +24,9 @@ its reports and card files go to ``benchmarks/campaign/c2/``).
 A row holds: leg, epoch, step, training minutes so far (from the run's ``log.jsonl``: the sum of
 every logged interval's steps / rate, so gaps between legs do not count), the leg's images/s,
 weighted k-NN k=200 on ``conv`` and ``fc`` and the fast linear probe on ``conv`` (more columns
-when measured). The plot has the random-init floor and the first release's CMC as reference
-lines (``benchmarks/release/floor.json`` and ``cmc.json``)."""
+when measured). The plot shows every campaign against training minutes, with the random-init
+floor and the first release's CMC (``benchmarks/release/floor.json`` and ``cmc.json``) and
+campaign 1's final model as reference lines."""
 
 from __future__ import annotations
 
