@@ -44,3 +44,23 @@ def output_files(folder: Path) -> dict[str, bytes]:
     """The bytes of every file of a finished feature folder (for bit-exact comparisons)."""
     names = [n for n in (*FEATURE_FILES.values(), MANIFEST, SKIPPED, METADATA) if (folder / n).is_file()]
     return {n: (folder / n).read_bytes() for n in names}
+
+
+def interrupt_after_one_chunk(monkeypatch, model_dir: Path, images: list[Path], out: Path, **kwargs) -> None:
+    """Run ``extract_features(model_dir, images, out, **kwargs)`` and stop it (KeyboardInterrupt)
+    right after its first chunk is stored in ``out/.partial``: an unfinished extraction."""
+    import pytest
+
+    from metaug_features.extract import extract_features
+    from metaug_features.extract_state import PartialStore
+
+    original = PartialStore.write_chunk
+
+    def stop(self, result, key_hash):
+        original(self, result, key_hash)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartialStore, "write_chunk", stop)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(model_dir, images, out, **kwargs)
+    monkeypatch.setattr(PartialStore, "write_chunk", original)

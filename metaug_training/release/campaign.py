@@ -30,7 +30,6 @@ campaign 1's final model as reference lines."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -38,12 +37,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from metaug_features.atomic import atomic_write_text
 from metaug_features.errors import MetAugError
 
 from .paths import BENCHMARKS, FIRST_RELEASE, REPO, RECIPES, repo_relative
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import log_records, run_config, training_time
+from .row_files import read_jsonl, rows_sha256, save_plot, write_jsonl  # noqa: F401 (rows_sha256: the plot's fingerprint, named here)
 from .sections import write_section
 
 JSONL = BENCHMARKS / "campaign.jsonl"
@@ -131,7 +130,7 @@ def campaign_of(row: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------- rows
 def all_rows(path: Path = JSONL) -> list[dict[str, Any]]:
     """Every campaign's rows, in file order (none when the file does not exist yet)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(path)
 
 
 def read_rows(path: Path = JSONL, campaign: int = 1) -> list[dict[str, Any]]:
@@ -141,13 +140,8 @@ def read_rows(path: Path = JSONL, campaign: int = 1) -> list[dict[str, Any]]:
 
 def write_rows(rows: list[dict[str, Any]], path: Path = JSONL) -> None:
     """Write every campaign's rows, sorted by campaign and leg, atomically."""
-    rows = sorted(rows, key=lambda r: (campaign_of(r), r["leg"]))
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(sorted(rows, key=lambda r: (campaign_of(r), r["leg"])), path)
 
-
-def rows_sha256(rows: list[dict[str, Any]]) -> str:
-    """The fingerprint campaign.png carries: SHA-256 of the rows' canonical JSON."""
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
 def row_of(rows: list[dict[str, Any]], leg: int) -> dict[str, Any]:
@@ -311,11 +305,7 @@ def plot(rows: list[dict[str, Any]], path: Path = PNG) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, metadata={"rows_sha256": rows_sha256(rows)})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_plot(fig, path, rows)
 
 
 # ---------------------------------------------------------------------- operations

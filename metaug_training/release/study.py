@@ -28,19 +28,18 @@ the SHA-256 of the rows it was drawn from (text chunk ``rows_sha256``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from metaug_features.atomic import atomic_write_text
 from metaug_features.errors import MetAugError
 
 from . import campaign
 from .paths import BENCHMARKS, RESULTS, repo_relative
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import minutes_up_to
+from .row_files import read_jsonl, rows_sha256, save_plot, write_jsonl  # noqa: F401 (rows_sha256: the plot's fingerprint, named here)
 from .sections import write_section
 
 JSONL = BENCHMARKS / "recipe_study.jsonl"
@@ -152,17 +151,13 @@ def make_row(name: str, recipe_path: Path, evaluation: EncoderEvaluation, eval_p
 # ---------------------------------------------------------------------- the record
 def read_rows(path: Path = JSONL) -> list[dict[str, Any]]:
     """The candidates' rows (none when the file does not exist yet)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(path)
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path = JSONL) -> None:
     """Write the rows, atomically."""
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(rows, path)
 
-
-def rows_sha256(rows: list[dict[str, Any]]) -> str:
-    """The fingerprint the plot carries: SHA-256 of the rows' canonical JSON."""
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
 def slope(row: dict[str, Any]) -> float | None:
@@ -246,11 +241,7 @@ def plot(rows: list[dict[str, Any]], path: Path = PNG) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, metadata={"rows_sha256": rows_sha256(rows)})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_plot(fig, path, rows)
 
 
 # ---------------------------------------------------------------------- operations

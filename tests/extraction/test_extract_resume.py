@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from _extract_helpers import cli_cmd, output_files, run_cli
+from _extract_helpers import cli_cmd, interrupt_after_one_chunk, output_files, run_cli
 
 from metaug_features.errors import MetAugError
 from metaug_features.extract import extract_features
@@ -105,16 +105,7 @@ def test_killed_after_final_write_is_cleaned_up(cifar_images, model_dir, tmp_pat
 def test_unfinished_folder_of_other_arguments_is_refused(cifar_images, model_dir, tmp_path, monkeypatch):
     cat = [cifar_images / "test" / "cat"]
     out = tmp_path / "feats"
-    original = PartialStore.write_chunk
-
-    def stop(self, result, key_hash):
-        original(self, result, key_hash)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(PartialStore, "write_chunk", stop)
-    with pytest.raises(KeyboardInterrupt):
-        extract_features(model_dir, cat, out, chunk_size=8, batch_size=4, workers=0, progress=False)
-    monkeypatch.setattr(PartialStore, "write_chunk", original)
+    interrupt_after_one_chunk(monkeypatch, model_dir, cat, out, chunk_size=8, batch_size=4, workers=0, progress=False)
     kept = {p.name: p.read_bytes() for p in _chunk_files(out)}
     with pytest.raises(MetAugError, match="unfinished extraction with different arguments.*--overwrite"):
         extract_features(model_dir, cat, out, chunk_size=8, batch_size=2, workers=0, progress=False)
@@ -130,16 +121,7 @@ def test_output_folder_inside_the_input_folder(cifar_images, model_dir, tmp_path
     data = tmp_path / "data"
     shutil.copytree(cifar_images / "test" / "horse", data / "horse")
     out = data / "feats"
-    original = PartialStore.write_chunk
-
-    def stop(self, result, key_hash):
-        original(self, result, key_hash)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(PartialStore, "write_chunk", stop)
-    with pytest.raises(KeyboardInterrupt):
-        extract_features(model_dir, [data], out, chunk_size=8, batch_size=4, workers=0, progress=False)
-    monkeypatch.setattr(PartialStore, "write_chunk", original)
+    interrupt_after_one_chunk(monkeypatch, model_dir, [data], out, chunk_size=8, batch_size=4, workers=0, progress=False)
     s = extract_features(model_dir, [data], out, chunk_size=8, batch_size=4, workers=0, progress=False)
     assert (s.chunks_resumed, s.chunks_computed, s.num_rows, s.num_skipped) == (1, 2, 20, 0)
     s = extract_features(model_dir, [data], out, chunk_size=8, batch_size=4, workers=0, progress=False)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _extract_helpers import output_files
+from _extract_helpers import interrupt_after_one_chunk, output_files
 
 import metaug_features.extract as ex
 from metaug_features.errors import MetAugError
@@ -37,19 +37,6 @@ def test_current_version_is_recorded(reference):
     assert EXTRACTION_VERSION == 2 and meta["extraction_version"] == EXTRACTION_VERSION
 
 
-def _interrupt_after_one_chunk(model_dir, images, out, monkeypatch) -> None:
-    original = PartialStore.write_chunk
-
-    def stop(self, result, key_hash):
-        original(self, result, key_hash)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(PartialStore, "write_chunk", stop)
-    with pytest.raises(KeyboardInterrupt):
-        extract_features(model_dir, images, out, **KW)
-    monkeypatch.setattr(PartialStore, "write_chunk", original)
-
-
 def _as_written_by_0_1_0(out: Path) -> None:
     """Rewrite .partial as metaug-features 0.1.0 left it: a key without extraction_version
     (chunk files carry that key's hash)."""
@@ -71,7 +58,7 @@ def test_unfinished_chunks_of_an_older_version_are_recomputed(images, model_dir,
     out = tmp_path / "feats"
     if older == "version 1":
         monkeypatch.setattr(ex, "EXTRACTION_VERSION", 1)
-    _interrupt_after_one_chunk(model_dir, images, out, monkeypatch)
+    interrupt_after_one_chunk(monkeypatch, model_dir, images, out, **KW)
     if older == "0.1.0 (no key)":
         _as_written_by_0_1_0(out)
     monkeypatch.setattr(ex, "EXTRACTION_VERSION", EXTRACTION_VERSION)
@@ -85,7 +72,7 @@ def test_unfinished_run_with_other_arguments_is_still_refused(images, model_dir,
     """Only a version difference restarts silently; other arguments keep the existing error."""
     out = tmp_path / "feats"
     monkeypatch.setattr(ex, "EXTRACTION_VERSION", 1)
-    _interrupt_after_one_chunk(model_dir, images, out, monkeypatch)
+    interrupt_after_one_chunk(monkeypatch, model_dir, images, out, **KW)
     monkeypatch.setattr(ex, "EXTRACTION_VERSION", EXTRACTION_VERSION)
     with pytest.raises(MetAugError, match="unfinished extraction with different arguments"):
         extract_features(model_dir, images, out, **{**KW, "batch_size": 2})
