@@ -14,6 +14,7 @@ from PIL import Image
 
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
+from metaug_training.release import campaign as campaign_module
 from metaug_training.release import run_log
 from metaug_training.release import study as study_module
 from metaug_training.release.records import load_evaluation
@@ -133,7 +134,8 @@ def _committed_states() -> list[tuple[str, Path]]:
 def test_committed_state_loads_and_continues_its_recipe(recipe_name, state_dir):
     """A candidate's committed state reads (every file's sha256 checked), belongs to its recipe's
     run (only run.* may differ, and data.path where the archive sits elsewhere), carries the MAGs
-    when the method has them and fits the 30 MB budget; its step is the candidate row's."""
+    when the method has them and fits the 30 MB budget; its step is the candidate row's, or the last
+    leg's once a campaign continues the run."""
     recipe = REPO / "metaug_training" / "recipes" / recipe_name
     state = load_compact_state(state_dir)
     changed = [k for k in diff_keys(TrainConfig.from_dict(state["config"]), load_config(str(recipe)))
@@ -142,8 +144,13 @@ def test_committed_state_loads_and_continues_its_recipe(recipe_name, state_dir):
     assert len(state["encoder"]) > 0
     assert (state["mags"] is not None) == (load_config(str(recipe)).method == "metaug")
     assert sum(p.stat().st_size for p in state_dir.iterdir()) <= STATE_BUDGET_BYTES
-    rows = [r for r in study_module.read_rows() if r["recipe"] == str(recipe.relative_to(REPO))]
-    assert all(state["step"] == r["step"] for r in rows)  # once evaluated, the row is of these weights
+    continuing = [c.number for c in campaign_module.CAMPAIGNS.values() if c.recipe.resolve() == recipe.resolve()]
+    if continuing:  # a campaign continues this run (campaign 2: oucl-shared): the state is its last leg's
+        rows = campaign_module.read_rows(campaign=continuing[0])
+        assert state["step"] == max(r["step"] for r in rows)
+    else:
+        rows = [r for r in study_module.read_rows() if r["recipe"] == str(recipe.relative_to(REPO))]
+        assert all(state["step"] == r["step"] for r in rows)  # once evaluated, the row is of these weights
 
 
 def _float16_state_bytes(recipe: Path) -> int:
