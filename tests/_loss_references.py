@@ -116,15 +116,14 @@ def naive_z(scores, n_data, temperature):
     return out
 
 
-def naive_margin_reg_mapped(orig, aug, mode, c):
-    """docs/METHODS.md section 4 / paper eq. 4-5 on OUCL's mapped scores q = (s + 1) / 2 (the official code's R),
-    one anchor and one score at a time in Python floats. Written out on its own, not as the raw
-    reference below plus a factor, so that the factor-2 relation is checked, not assumed."""
+def _naive_margin_reg(orig, aug, mode, c, score):
+    """docs/METHODS.md section 4 / paper eq. 4-5, one anchor and one score at a time in Python
+    floats, each similarity passed through ``score`` (a float -> float map) before it is used."""
     b, kp1 = orig[0].shape
     pos_terms, neg_terms = [], []
     for i in range(b):
-        min_pos = min((float(s[i, 0]) + 1) / 2 for s in orig)
-        max_neg = max((float(s[i, j]) + 1) / 2 for s in orig for j in range(1, kp1))
+        min_pos = min(score(float(s[i, 0])) for s in orig)
+        max_neg = max(score(float(s[i, j])) for s in orig for j in range(1, kp1))
         if mode == "large":
             sp, sn = min(min_pos, max_neg), max(min_pos, max_neg)
         elif mode == "small":
@@ -132,30 +131,20 @@ def naive_margin_reg_mapped(orig, aug, mode, c):
         else:
             sp = sn = (min_pos + max_neg) / 2
         for a in aug:
-            p_hat = (float(a[i, 0]) + 1) / 2
-            pos_terms.append(max(0.0, p_hat - sp))
+            pos_terms.append(max(0.0, score(float(a[i, 0])) - sp))
             for j in range(1, kp1):
-                n_hat = (float(a[i, j]) + 1) / 2
-                neg_terms.append(max(0.0, sn - n_hat))
+                neg_terms.append(max(0.0, sn - score(float(a[i, j]))))
     return c * sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+
+
+def naive_margin_reg_mapped(orig, aug, mode, c):
+    """The margin regulariser on OUCL's mapped scores q = (s + 1) / 2 (the official code's R). Every
+    score is mapped before the min/max and the hinges, not the raw reference scaled by a factor,
+    so that the factor-2 relation is checked, not assumed."""
+    return _naive_margin_reg(orig, aug, mode, c, lambda s: (s + 1) / 2)
 
 
 def naive_margin_reg_raw(orig, aug, mode, c):
     """The same formula on the raw dot products (``reg_scores="raw"``, the behaviour before the
     switch existed)."""
-    b, kp1 = orig[0].shape
-    pos_terms, neg_terms = [], []
-    for i in range(b):
-        min_pos = min(float(s[i, 0]) for s in orig)
-        max_neg = max(float(s[i, j]) for s in orig for j in range(1, kp1))
-        if mode == "large":
-            sp, sn = min(min_pos, max_neg), max(min_pos, max_neg)
-        elif mode == "small":
-            sp, sn = max(min_pos, max_neg), min(min_pos, max_neg)
-        else:
-            sp = sn = (min_pos + max_neg) / 2
-        for a in aug:
-            pos_terms.append(max(0.0, float(a[i, 0]) - sp))
-            for j in range(1, kp1):
-                neg_terms.append(max(0.0, sn - float(a[i, j])))
-    return c * sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+    return _naive_margin_reg(orig, aug, mode, c, lambda s: s)
