@@ -197,6 +197,12 @@ def test_leg_script_takes_its_paths_from_the_campaign_definition():
 
 
 # ---------------------------------------------------------------------- OUCL cards
+def _shipped_method_label() -> str:
+    """The method the shipped hub/ folders were trained with: that of the recipe current_release.json names."""
+    recipe = json.loads((REPO / "benchmarks" / "current_release.json").read_text())["recipe"]
+    return campaign.METHOD_LABELS[json.loads((REPO / recipe).read_text())["method"]]
+
+
 def _c2_release_inputs(tmp_path: Path) -> tuple:
     """A campaign-2 row as a leg would release it, with a full evaluation (k-means included; the
     study's report has none, so campaign 1's leg-4 report stands in for the numbers)."""
@@ -226,9 +232,12 @@ def test_campaign_2_cards_say_oucl_and_never_metaug(tmp_path):
                                                                              "repo_id", "notes", "comparison_title")})
         assert "trained with **OUCL**" in text and "no meta feature augmentation" in text
         assert "trained with **MetAug**" not in text and "MetAug (this model)" not in text
-    # The shipped campaign-1 cards keep saying MetAug (their folders' provenance: method metaug).
+    # The shipped cards name the method of the release's recipe (campaign 1: MetAug, campaign 2: OUCL),
+    # never the other one.
+    shipped, other = _shipped_method_label(), ({"MetAug", "OUCL"} - {_shipped_method_label()}).pop()
     for layer in ("conv", "fc"):
-        assert "trained with **MetAug**" in (REPO / "hub" / f"cifar10-{layer}" / "README.md").read_text()
+        card = (REPO / "hub" / f"cifar10-{layer}" / "README.md").read_text()
+        assert f"trained with **{shipped}**" in card and f"trained with **{other}**" not in card
 
 
 def test_campaign_2_readme_section_says_oucl(tmp_path):
@@ -244,7 +253,8 @@ def test_card_method_comes_from_the_folders_provenance():
     from metaug_training.model_card import method_text
 
     config = load_encoder(REPO / "hub" / "cifar10-conv").config
-    assert method_text(config).startswith("**MetAug**")
+    assert method_text(config).startswith(f"**{_shipped_method_label()}**")
+    assert method_text(replace(config, provenance=dict(config.provenance, method="metaug"))).startswith("**MetAug**")
     assert method_text(replace(config, provenance=dict(config.provenance, method="oucl"))).startswith("**OUCL**")
     assert method_text(replace(config, provenance=dict(config.provenance, method="cmc"))).startswith("**CMC**")
     unknown = method_text(replace(config, provenance={}))
