@@ -1,18 +1,19 @@
 """The campaign's last leg: the evaluation-only row of the finished run's weights with the
 paper-protocol linear probe (``metaug-eval paper-probe`` reports), and RESULTS.md's table of the
 released models beside the paper's alexnet224 numbers, the first release and the random-init
-floor (``metaug-release campaign final``; ``bash benchmarks/campaign_final.sh LEG`` runs it)."""
+floor (``metaug-release campaign final``; ``bash benchmarks/campaign_final.sh LEG [CAMPAIGN]`` runs it).
+A later campaign's table also lists the earlier campaigns' final models and compares with them."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from metaug_features.errors import MetAugError
 
-from .campaign import (FINAL_KIND, METHOD_LABELS, OUT, all_rows, campaign_of, get_campaign, plot, read_rows,
-                       schedule_complete, training_rows, write_rows, write_tables)
+from .campaign import (CAMPAIGNS, FINAL_KIND, METHOD_LABELS, all_rows, campaign_of, final_evaluation, get_campaign,
+                       plot, read_rows, schedule_complete, training_rows, write_rows, write_tables)
 from .campaign_cards import PAPER_ALEXNET224, write_cards
 from .paths import FIRST_RELEASE, REPO, RESULTS, repo_relative
 from .records import load_evaluation
@@ -20,6 +21,11 @@ from .run_log import run_budget
 from .sections import write_section
 
 FINAL_SECTION = "campaign_final"
+
+
+def final_section(campaign: int) -> str:
+    """RESULTS.md's section of the campaign's final table (campaign 1: ``campaign_final``)."""
+    return FINAL_SECTION if campaign == 1 else f"campaign{campaign}_final"
 
 
 def paper_probe_result(path: Path) -> dict[str, Any]:
@@ -92,13 +98,19 @@ def _compute(minutes: float, cores: int) -> str:
     return f"{minutes / 60:.1f} h on {cores} CPU core{'s' if cores > 1 else ''} ({minutes * cores / 60:.1f} core-h)"
 
 
-def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Path = FIRST_RELEASE) -> str:
+def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Path = FIRST_RELEASE,
+                earlier: Sequence[tuple[dict[str, Any], dict[str, Any]]] = ()) -> str:
     """RESULTS.md's table of the released models (the campaign's final one and the first release)
     beside the paper's alexnet224 numbers, the first release's CMC and the random-init floor,
     with each one's training compute, and a reading of it. Every number comes from the row, the
-    evaluation reports and the first release's run logs (``PAPER_ALEXNET224`` is quoted)."""
+    evaluation reports and the first release's run logs (``PAPER_ALEXNET224`` is quoted).
+
+    ``earlier``: the (final row, released row) pairs of earlier campaigns (:func:`earlier_finals`),
+    listed under this campaign's model and compared with it in the reading (campaign 2 against
+    campaign 1's final model). Campaign 1's text is unchanged by the parameter's existence."""
     from metaug_training.model_card import markdown_table
 
+    c = get_campaign(campaign_of(released))
     ev = load_evaluation(REPO / released["eval"])
     first = {name: load_evaluation(release_dir / f"{name}.json") for name in ("metaug", "cmc", "floor")}
     budget = {name: run_budget(release_dir / "runs" / name) for name in ("metaug", "cmc")}
@@ -114,16 +126,25 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
                      "k-means acc": fmt(e.kmeans_accuracy) if e else "-",
                      "epochs": epochs, "training compute": compute})
 
+    def label(e: Any) -> str:
+        return METHOD_LABELS.get(e.provenance.get("method"), "MetAug")
+
+    this = "campaign final" if c.number == 1 else f"campaign {c.number} final"
     for layer in ("conv", "fc"):
-        add(f"**{METHOD_LABELS.get(ev.provenance.get('method'), 'MetAug')}, campaign final** (`hub/cifar10-{layer}`)", layer, final[f"paper_probe_{layer}"], ev,
+        add(f"**{label(ev)}, {this}** (`hub/cifar10-{layer}`)", layer, final[f"paper_probe_{layer}"], ev,
             f"{final['epoch']:g}", _compute(final["training_minutes"], 2))
+    before = [(f0, r0, load_evaluation(REPO / r0["eval"])) for f0, r0 in earlier]
+    for f0, r0, ev0 in before:
+        for layer in ("conv", "fc"):
+            add(f"{label(ev0)}, campaign {campaign_of(r0)} final (replaced)", layer, f0[f"paper_probe_{layer}"], ev0,
+                f"{f0['epoch']:g}", _compute(f0["training_minutes"], 2))
     for layer in ("conv", "fc"):
         add("MetAug paper, `alexnet224` (reference, not like-for-like)", layer, PAPER_ALEXNET224[layer], None, "-",
             "GPU (the paper's schedule)")
-    for name, label in (("metaug", "MetAug, first release v0.1.0 (replaced)"), ("cmc", "CMC, first release (same budget)")):
+    for name, lab in (("metaug", "MetAug, first release v0.1.0 (replaced)"), ("cmc", "CMC, first release (same budget)")):
         b = budget[name]
         for layer in ("conv", "fc"):
-            add(label, layer, None, first[name], f"{b['epochs']:g}", _compute(b["wall_clock_minutes"], b["torch_threads"]))
+            add(lab, layer, None, first[name], f"{b['epochs']:g}", _compute(b["wall_clock_minutes"], b["torch_threads"]))
     for layer in ("conv", "fc"):
         add("random init (floor)", layer, None, first["floor"], "0", "none")
 
@@ -131,16 +152,22 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
     gap = {layer: PAPER_ALEXNET224[layer] - final[f"paper_probe_{layer}"] for layer in ("conv", "fc")}
     mins = final["paper_probe_minutes"]
     reports = final["paper_probe_reports"]
+    script = f"{final['leg']}" + (f" {c.number}" if c.number != 1 else "")
+    if c.number == 1:
+        heading, whose = "## Training campaign: the final model's full evaluation (#18)", "The campaign's run"
+    else:
+        heading = f"## Training campaign {c.number}: the final model's full evaluation ({c.issues})"
+        whose = (f"Campaign {c.number}'s run ({label(ev)}, `{c.recipe.relative_to(REPO).as_posix()}`)")
     lines = [
-        "## Training campaign: the final model's full evaluation (#18)", "",
-        f"The campaign's run finished its {final['planned_epochs']}-epoch schedule in leg {released['leg']} "
+        heading, "",
+        f"{whose} finished its {final['planned_epochs']}-epoch schedule in leg {released['leg']} "
         f"(step {released['step']:,}, {final['training_minutes']} training minutes on the 2-core CPU); leg "
         f"{final['leg']} ({final['date_utc'][:10]}) evaluated those weights (`hub/cifar10-fc`, whose `conv` features "
         f"equal `hub/cifar10-conv`'s) on the 10,000 test images.", "",
         f"- Paper-protocol linear probe (docs/METHODS.md section 7): frozen encoder in eval mode, one linear layer, SGD lr 0.1 "
         f"momentum 0.9, batch 256, {final['paper_probe_epochs']} epochs, lr x0.2 at 30/40/50, RandomResizedCrop "
         f"(0.2-1) + flip on the 50,000 train images every epoch; {final['paper_probe_summary']}. "
-        f"`bash benchmarks/campaign_final.sh {final['leg']}` ran `metaug-eval --threads 2 paper-probe --model "
+        f"`bash benchmarks/campaign_final.sh {script}` ran `metaug-eval --threads 2 paper-probe --model "
         f"hub/cifar10-fc --layer L --average-last 5 ...` ({mins['conv']} min for conv, {mins['fc']} min for fc); "
         f"reports: `{reports['conv']}`, `{reports['fc']}`.",
         f"- The other columns are the fast evaluation of leg {released['leg']} (`{released['eval']}`): weighted "
@@ -160,6 +187,10 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         f"{ev.model['width']} on 32-px images, "
         f"trained {final['planned_epochs']} epochs on a CPU, against 224-px inputs on GPUs, so the gap is a "
         f"reference, not a measured shortfall of this implementation.",
+    ]
+    for f0, r0, ev0 in before:
+        lines += ["", _versus(final, ev, f0, r0, ev0, label)]
+    lines += [
         "",
         "The paper probe and the fast probe differ in what they train on: the paper probe's linear layer "
         "sees random crops of 20-100% of each image (resized back to 32 px) and plain SGD on raw features, "
@@ -169,12 +200,46 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
                     for layer in ("conv", "fc"))
         + " (paper vs fast). Which difference accounts for the gap was not measured.",
     ]
-    plots = [layer for layer in ("fc", "conv") if (OUT / f"embedding-{layer}.png").is_file()]
+    plots = [layer for layer in ("fc", "conv") if (c.out / f"embedding-{layer}.png").is_file()]
     if plots:
         lines += ["", "t-SNE of the test features (5,000-image seeded subsample, coloured by class; "
-                  "`metaug-eval plot`): " + ", ".join(f"`benchmarks/campaign/embedding-{layer}.png`" for layer in plots)
+                  "`metaug-eval plot`): " + ", ".join(f"`{repo_relative(c.out / f'embedding-{layer}.png')}`"
+                                                       for layer in plots)
                   + "; positive-vs-negative similarity histograms beside them (`similarity-{layer}.png`)."]
     return "\n".join(lines) + "\n"
+
+
+def _versus(final: dict[str, Any], ev: Any, f0: dict[str, Any], r0: dict[str, Any], ev0: Any,
+            label: Callable[[Any], str]) -> str:
+    """The reading's comparison of this campaign's final model with an earlier campaign's."""
+    n0 = campaign_of(r0)
+
+    def diff(metric: str, get: Callable[[Any], float]) -> str:
+        return f"{metric} " + ", ".join(f"`{layer}` {get(ev[layer]) - get(ev0[layer]):+.2f} ({get(ev[layer]):.2f} vs "
+                                       f"{get(ev0[layer]):.2f})" for layer in ("conv", "fc"))
+
+    paper = ", ".join(f"`{layer}` {final[f'paper_probe_{layer}'] - f0[f'paper_probe_{layer}']:+.2f} "
+                      f"({final[f'paper_probe_{layer}']:.2f} vs {f0[f'paper_probe_{layer}']:.2f})" for layer in ("conv", "fc"))
+    return (f"Against campaign {n0}'s final model ({label(ev0)}, {f0['planned_epochs']} epochs in "
+            f"{f0['training_minutes']} training minutes; its weights are in the committed state "
+            f"`{repo_relative(get_campaign(n0).state)}`): paper probe {paper}; "
+            + "; ".join((diff("fast probe", lambda e: e.probe), diff("k-NN k=200", lambda e: e.knn[200])))
+            + f"; with {final['training_minutes'] / f0['training_minutes']:.2f}x its training minutes on the same "
+            f"machine, architecture, width and views (one training run each: the seed-to-seed spread was not "
+            f"measured).")
+
+
+def earlier_finals(campaign: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The (final row, released row) pairs of the campaigns before ``campaign`` whose last leg has
+    run (for :func:`final_table`'s comparison)."""
+    out = []
+    for n in sorted(n for n in CAMPAIGNS if n < campaign):
+        rows = read_rows(campaign=n)
+        final = final_evaluation(rows)
+        released = [x for x in training_rows(rows) if x.get("released")]
+        if final is not None and released:
+            out.append((final, released[-1]))
+    return out
 
 
 def record_final(leg: int, paper_probe_conv: Path, paper_probe_fc: Path, campaign: int = 1) -> dict[str, Any]:
@@ -189,6 +254,6 @@ def record_final(leg: int, paper_probe_conv: Path, paper_probe_fc: Path, campaig
     write_rows([x for x in all_rows() if (campaign_of(x), x["leg"]) != (campaign, leg)] + [final])
     write_tables(campaign)
     write_cards(released[-1], final, get_campaign(campaign).out)
-    write_section(RESULTS, final_table(final, released[-1]), FINAL_SECTION if campaign == 1 else f"campaign{campaign}_final")
+    write_section(RESULTS, final_table(final, released[-1], earlier=earlier_finals(campaign)), final_section(campaign))
     plot(all_rows())
     return final

@@ -18,12 +18,14 @@ from PIL import Image
 from metaug_cli.release import main as release_cli
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
-from metaug_training.release import campaign, campaign_cards, study
+from metaug_training.release import campaign, campaign_cards, campaign_final, study
 from metaug_training.release import readme as readme_module
 from metaug_training.release.paths import RESULTS
 from metaug_training.release.records import load_evaluation
 from metaug_training.release.run_log import minutes_up_to
 from metaug_training.release.sections import read_section
+
+from _release_helpers import paper_probe_report
 
 REPO = Path(__file__).resolve().parents[2]
 C1, C2 = campaign.CAMPAIGNS[1], campaign.CAMPAIGNS[2]
@@ -140,6 +142,11 @@ def test_both_campaigns_render_into_the_sections():
         assert all(f"| {r[key]:.2f} |" in body for r in _rows2())
     assert "46.76 of 284" in body and "121.50" in body
 
+    final = campaign.final_evaluation(_rows2())
+    if final is not None:   # leg 6 has run: its table compares with campaign 1's final model
+        released = [r for r in campaign.training_rows(_rows2()) if r.get("released")][-1]
+        assert read_section(RESULTS, campaign_final.final_section(2)) == campaign_final.final_table(
+            final, released, earlier=campaign_final.earlier_finals(2)).strip("\n")
 
 def test_plot_fingerprint_covers_both_campaigns(tmp_path):
     rows = campaign.all_rows()
@@ -170,6 +177,52 @@ def test_campaign_2_plan_arithmetic_is_in_campaign_md():
                  "bash benchmarks/campaign_leg.sh LEG 2", "with >= 35 of the 180 minutes left"):
         assert text in doc, text
 
+
+
+def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
+    """Leg 6's RESULTS table: campaign 2's final model (OUCL) first, campaign 1's final model
+    (MetAug, its paper probe and compute from its own rows) beside it, and a reading whose
+    differences are the two rows' numbers subtracted."""
+    row = [r for r in campaign.training_rows(_rows2()) if r.get("released")][-1]
+    released = dict(row, epoch=float(row["planned_epochs"]))          # as if it had finished the schedule
+    ev = load_evaluation(REPO / released["eval"])
+    reports = {layer: paper_probe_report(tmp_path / f"{layer}.json", layer, top1, ev.provenance)
+               for layer, top1 in (("conv", 74.5), ("fc", 76.0))}
+    final = campaign_final.final_row(C2.legs, released, reports, date_utc="2026-12-08T12:00:00Z")
+    assert final["campaign"] == 2 and final["leg"] == 6 and final["training_minutes"] == row["training_minutes"]
+    earlier = campaign_final.earlier_finals(2)
+    (f1, r1), = earlier
+    assert campaign.campaign_of(r1) == 1 and (f1["paper_probe_conv"], f1["paper_probe_fc"]) == (72.73, 75.05)
+    assert campaign_final.earlier_finals(1) == []
+    table = campaign_final.final_table(final, released, earlier=earlier)
+    ev1 = load_evaluation(REPO / r1["eval"])
+    assert table.startswith("## Training campaign 2: the final model's full evaluation (#34, #36-#40)")
+    assert "`bash benchmarks/campaign_final.sh 6 2`" in table
+    lines = table.splitlines()
+    ours = [x for x in lines if x.startswith("| **OUCL, campaign 2 final**")]
+    theirs = [x for x in lines if x.startswith("| MetAug, campaign 1 final (replaced)")]
+    assert len(ours) == len(theirs) == 2
+    assert "| conv | 74.50 |" in ours[0] and "| fc | 76.00 |" in ours[1]
+    assert f"| conv | 72.73 | {ev1['conv'].probe:.2f} | {ev1['conv'].knn[200]:.2f} |" in theirs[0]
+    reading = next(x for x in lines if x.startswith("Against campaign 1's final model (MetAug"))
+    assert f"paper probe `conv` {74.5 - 72.73:+.2f} (74.50 vs 72.73), `fc` {76.0 - 75.05:+.2f}" in reading
+    assert f"`conv` {ev['conv'].probe - ev1['conv'].probe:+.2f} ({ev['conv'].probe:.2f} vs {ev1['conv'].probe:.2f})" in reading
+    assert f"{row['training_minutes'] / f1['training_minutes']:.2f}x its training minutes" in reading
+    assert campaign_final.final_section(2) == "campaign2_final" and campaign_final.final_section(1) == "campaign_final"
+    text = " ".join(readme_module.readme_section(ev, released, {"conv": 1, "fc": 1}, final=final).split())
+    assert "`bash benchmarks/campaign_final.sh 6 2`" in text and "campaign 2's final model" in text
+    assert "| paper linear probe |" in text and "| 74.50 |" in text
+    # campaign 1's table has no such comparison (and is what it was: test_release_package)
+    released1 = [r for r in campaign.training_rows(campaign.read_rows()) if r.get("released")][-1]
+    assert "Against campaign" not in campaign_final.final_table(f1, released1)
+
+
+def test_final_script_takes_the_campaign():
+    script = (REPO / "benchmarks" / "campaign_final.sh").read_text().split("set -euo")[1]
+    assert 'campaign paths --campaign "$CAMPAIGN"' in script and "OUT=$OUTDIR" in script
+    for sub in ("final", "recard", "readme"):
+        assert f'metaug-release campaign {sub} --campaign "$CAMPAIGN"' in script, sub
+    assert "benchmarks/campaign\n" not in script and "read_rows(campaign=$CAMPAIGN)" in script
 
 # ---------------------------------------------------------------------- the scripts and the command
 @pytest.mark.parametrize("script", ["campaign_leg.sh", "campaign_start.sh", "campaign_final.sh"])

@@ -17,6 +17,8 @@ from metaug_training.release import campaign, campaign_cards, campaign_final, ca
 from metaug_training.release import readme as readme_section_module
 from metaug_training.release.records import load_evaluation
 
+from _release_helpers import paper_probe_report
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "metaug_training" / "recipes" / "cifar10-alexnet32-metaug.json"
 STATE = REPO / "runs" / "cifar10-alexnet32-metaug" / "state"
@@ -185,21 +187,6 @@ def test_write_section_is_idempotent_and_keeps_the_text_around(tmp_path):
 
 
 # ---------------------------------------------------------------------- the last leg's evaluation
-def _paper_probe_report(path: Path, layer: str, top1: float, provenance: dict, **params) -> Path:
-    """A metaug-eval paper-probe report as the CLI writes it (the fields campaign.py reads)."""
-    from dataclasses import asdict
-
-    from metaug_features.evaluation.paper_probe import PaperProbeConfig
-
-    p = dict(json.loads(json.dumps(asdict(PaperProbeConfig()))), layer=layer, seeds=[0], average_last=5, seconds=2280.0,
-             num_train=50000, num_test=10000)
-    p.update(params)
-    path.write_text(json.dumps({"format": "metaug-eval-report", "version": 2, "inputs": {"model": {"config": {"provenance": provenance}}},
-                                "evaluations": [{"name": "paper_probe", "protocol": "paper linear probe ...", "params": p,
-                                                 "metrics": {"top1_mean": top1, "top1_seed0": top1}}]}))
-    return path
-
-
 def _final_inputs(tmp_path: Path, conv: float, fc: float) -> tuple[int, dict, dict, dict[str, Path]]:
     """(planned epochs, a released row moved to the end of the schedule, its evaluation, paper-probe
     reports of its weights with top-1 ``conv`` and ``fc``)."""
@@ -207,8 +194,8 @@ def _final_inputs(tmp_path: Path, conv: float, fc: float) -> tuple[int, dict, di
     row = next(r for r in campaign.training_rows(_rows()) if r.get("released"))
     released, ev = dict(row, epoch=float(planned), planned_epochs=planned), load_evaluation(REPO / row["eval"])
     prov = ev.provenance
-    reports = {"conv": _paper_probe_report(tmp_path / "c.json", "conv", conv, prov),
-               "fc": _paper_probe_report(tmp_path / "f.json", "fc", fc, prov)}
+    reports = {"conv": paper_probe_report(tmp_path / "c.json", "conv", conv, prov),
+               "fc": paper_probe_report(tmp_path / "f.json", "fc", fc, prov)}
     return planned, released, ev, reports
 
 
@@ -248,12 +235,12 @@ def test_final_row_refuses_what_is_not_the_final_evaluation(tmp_path):
     with pytest.raises(MetAugError, match="must come after"):
         campaign_final.final_row(released["leg"], released, good)
     with pytest.raises(MetAugError, match="not the paper's protocol"):   # a reduced-budget timing run
-        campaign_final.final_row(leg, released, dict(good, fc=_paper_probe_report(tmp_path / "r.json", "fc", 69.0, prov, epochs=1)))
+        campaign_final.final_row(leg, released, dict(good, fc=paper_probe_report(tmp_path / "r.json", "fc", 69.0, prov, epochs=1)))
     with pytest.raises(MetAugError, match="probes layer 'conv'"):
         campaign_final.final_row(leg, released, dict(good, fc=good["conv"]))
     with pytest.raises(MetAugError, match="other weights"):
         other = dict(prov, steps=prov["steps"] - 1)
-        campaign_final.final_row(leg, released, dict(good, fc=_paper_probe_report(tmp_path / "o.json", "fc", 81.0, other)))
+        campaign_final.final_row(leg, released, dict(good, fc=paper_probe_report(tmp_path / "o.json", "fc", 81.0, other)))
     (tmp_path / "x.json").write_text(json.dumps({"format": "metaug-eval-report", "version": 2, "inputs": {},
                                                  "evaluations": [{"name": "knn"}]}))
     with pytest.raises(MetAugError, match="not a `metaug-eval paper-probe` report"):
