@@ -208,7 +208,8 @@ def test_candidate_plans_a_six_leg_campaign(recipe):
 def test_committed_state_warm_restarts_its_recipe_on_the_full_dataset(recipe_name, state_dir, cifar_archive, tmp_path):
     """What campaign 2 does on a fresh machine: the candidate's recipe, an empty run folder and
     --resume warm-restart from the committed state (memory bank rebuilt over the 50,000 training
-    images) and train on from its step with finite losses."""
+    images) and train on from its step with finite losses. A state at the end of its schedule
+    (campaign 2's final model) restarts, finds nothing left to train and stops as finished."""
     from metaug_training.trainer import train
 
     state = load_compact_state(state_dir)
@@ -217,6 +218,13 @@ def test_committed_state_warm_restarts_its_recipe_on_the_full_dataset(recipe_nam
                       [f"data.path={cifar_archive}", f"run.out_dir={tmp_path / 'run'}", f"run.warm_start={state_dir}",
                        f"run.max_steps={step + 2}", "run.log_every=1", "run.quiet=true"])
     result = train(cfg, resume=True)
+    if step >= cfg.optim.epochs * (50000 // cfg.optim.batch_size):   # full batches only: the schedule is complete
+        # "nothing to do": no step trained, no log written, the restored weights exported as they are
+        assert (result.status, result.step) == ("finished", step)
+        assert not (tmp_path / "run" / "log.jsonl").exists()
+        if result.export_dir is not None:
+            assert json.loads((Path(result.export_dir) / "config.json").read_text())["provenance"]["steps"] == step
+        return
     assert (result.status, result.step) == ("max_steps", step + 2)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [step + 1, step + 2]
