@@ -266,6 +266,8 @@ def plot(rows: list[dict[str, Any]], path: Path = PNG) -> Path:
     series = (("knn_conv_k200", "k-NN k=200, conv", "C0"), ("knn_fc_k200", "k-NN k=200, fc", "C1"),
               ("probe_conv", "fast linear probe, conv", "C2"))
     styles = {1: ("o", "-"), 2: ("s", "--")}
+    # The final rows' paper probe: one marker per campaign, as their points sit a few minutes apart.
+    paper_markers = {1: "*", 2: "P"}
     numbers = sorted({campaign_of(r) for r in rows})
     xmax = 0.0
     for n in numbers:
@@ -284,7 +286,8 @@ def plot(rows: list[dict[str, Any]], path: Path = PNG) -> Path:
             if r.get("kind") != FINAL_KIND:
                 continue
             for layer, colour in (("conv", "C3"), ("fc", "C4")):
-                ax.plot([r["training_minutes"]], [r[f"paper_probe_{layer}"]], "*", color=colour, markersize=12,
+                ax.plot([r["training_minutes"]], [r[f"paper_probe_{layer}"]], paper_markers.get(n, "X"), color=colour,
+                        markersize=12 if n == 1 else 10, markeredgecolor="black" if n != 1 else colour,
                         label=f"{name}: paper linear probe, {layer} (leg {r['leg']})")
     for (name, ref), style in zip(refs.items(), (":", (0, (1, 3)))):
         for key, colour in (("knn_conv_k200", "C0"), ("probe_conv", "C2")):
