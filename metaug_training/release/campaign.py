@@ -88,6 +88,12 @@ class Campaign:
         return json.loads(self.recipe.read_text())["method"]
 
     @property
+    def script_arg(self) -> str:
+        """The CAMPAIGN argument of ``campaign_leg.sh`` / ``campaign_final.sh`` as docs quote it
+        (" 2"; empty for campaign 1, the scripts' default)."""
+        return f" {self.number}" if self.number != 1 else ""
+
+    @property
     def label(self) -> str:
         """How tables and plots name it: "campaign 2 (OUCL)"."""
         return f"campaign {self.number} ({METHOD_LABELS.get(self.method, self.method)})"

@@ -152,7 +152,6 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
     gap = {layer: PAPER_ALEXNET224[layer] - final[f"paper_probe_{layer}"] for layer in ("conv", "fc")}
     mins = final["paper_probe_minutes"]
     reports = final["paper_probe_reports"]
-    script = f"{final['leg']}" + (f" {c.number}" if c.number != 1 else "")
     if c.number == 1:
         heading, whose = "## Training campaign: the final model's full evaluation (#18)", "The campaign's run"
     else:
@@ -167,7 +166,7 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         f"- Paper-protocol linear probe (docs/METHODS.md section 7): frozen encoder in eval mode, one linear layer, SGD lr 0.1 "
         f"momentum 0.9, batch 256, {final['paper_probe_epochs']} epochs, lr x0.2 at 30/40/50, RandomResizedCrop "
         f"(0.2-1) + flip on the 50,000 train images every epoch; {final['paper_probe_summary']}. "
-        f"`bash benchmarks/campaign_final.sh {script}` ran `metaug-eval --threads 2 paper-probe --model "
+        f"`bash benchmarks/campaign_final.sh {final['leg']}{c.script_arg}` ran `metaug-eval --threads 2 paper-probe --model "
         f"hub/cifar10-fc --layer L --average-last 5 ...` ({mins['conv']} min for conv, {mins['fc']} min for fc); "
         f"reports: `{reports['conv']}`, `{reports['fc']}`.",
         f"- The other columns are the fast evaluation of leg {released['leg']} (`{released['eval']}`): weighted "

@@ -58,16 +58,15 @@ def readme_section(evaluation: EncoderEvaluation, row: dict[str, Any], folder_by
     step = (f"meta step every {recipe['metaug']['meta_every']} iterations" if recipe["method"] == "metaug"
             else "no meta step")
     which = "the CPU training campaign" if c.number == 1 else f"CPU training campaign {c.number}"
-    arg = f" {c.number}" if c.number != 1 else ""   # the scripts' CAMPAIGN argument
     paragraph = (
         f"Both folders hold the same network (float16 weights, identical `conv` features): {method}, "
         f"`{m['architecture']}` width {m['width']}, views {views}, batch {o['batch_size']}, {step}, {trained} "
         f"on the CIFAR-10 (JPEG q75) train split in {row['training_minutes']:.0f} minutes on the 2-core CPU: "
         f"{legs} of {c.legs} of {which} (recipe `{recipe_path.relative_to(REPO).as_posix()}`, "
         f"`benchmarks/CAMPAIGN.md`; {status}). Accuracy in % on the 10,000 test images, measured "
-        f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}{arg}` ({row['date_utc'][:10]})"
+        f"on the shipped weights by `bash benchmarks/campaign_leg.sh {row['leg']}{c.script_arg}` ({row['date_utc'][:10]})"
         + (f"; the paper linear probe (docs/METHODS.md section 7, {final['paper_probe_epochs']} epochs, "
-           f"{final['paper_probe_summary']}) by `bash benchmarks/campaign_final.sh {final['leg']}{arg}` "
+           f"{final['paper_probe_summary']}) by `bash benchmarks/campaign_final.sh {final['leg']}{c.script_arg}` "
            f"({final['date_utc'][:10]}). " if final is not None else ". ") +
         f"For reference: the random-init floor of the architecture is {floor['conv'].knn[200]:.2f} / "
         f"{floor['fc'].knn[200]:.2f} (k-NN) and {floor['conv'].probe:.2f} / {floor['fc'].probe:.2f} (fast probe); the "

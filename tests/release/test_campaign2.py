@@ -148,6 +148,7 @@ def test_both_campaigns_render_into_the_sections():
         assert read_section(RESULTS, campaign_final.final_section(2)) == campaign_final.final_table(
             final, released, earlier=campaign_final.earlier_finals(2)).strip("\n")
 
+
 def test_plot_fingerprint_covers_both_campaigns(tmp_path):
     rows = campaign.all_rows()
     assert {campaign.campaign_of(r) for r in rows} == {1, 2}
@@ -176,7 +177,6 @@ def test_campaign_2_plan_arithmetic_is_in_campaign_md():
                  f"| {per_leg:.1f} |", "bash benchmarks/study_start.sh metaug_training/recipes/study-oucl-shared.json MINUTES",
                  "bash benchmarks/campaign_leg.sh LEG 2", "with >= 35 of the 180 minutes left"):
         assert text in doc, text
-
 
 
 def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
