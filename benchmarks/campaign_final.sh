@@ -10,8 +10,8 @@
 #
 # 1. the paper-protocol linear probe (docs/METHODS.md section 7: 60 epochs of SGD on one linear layer over the
 #    frozen encoder, train-time augmentation, mean test top-1 of the last 5 epochs) on conv and fc
-#    of the shipped hub/cifar10-fc -> $OUT/paper-probe-{conv,fc}.json. About 38
-#    minutes per layer on the 2-core CPU; a report already there is kept (delete it to re-run);
+#    of the shipped hub/cifar10-fc -> $OUT/paper-probe-{conv,fc}.json. 39-48 minutes per layer on
+#    the 2-core CPU in campaign 1, 65-70 in campaign 2; a report already there is kept (delete it to re-run);
 # 2. t-SNE of the test features (conv, fc) -> $OUT/embedding-{conv,fc}.png and the
 #    positive-vs-negative similarity histograms similarity-{conv,fc}.png;
 # 3. metaug-release campaign final: the leg's evaluation-only row in campaign.jsonl (no epochs: the schedule
@@ -45,7 +45,7 @@ for layer in conv fc; do
         echo "[final] 1/4 paper probe $layer: $report exists, kept"
         continue
     fi
-    echo "[final] 1/4 paper probe $layer (about 38 minutes)"
+    echo "[final] 1/4 paper probe $layer (40-70 minutes)"
     metaug-eval --threads "$THREADS" paper-probe --model hub/cifar10-fc --train-images "$DATA/train" \
         --test-images "$DATA/test" --layer "$layer" --average-last 5 --report "$report.tmp" --quiet
     mv "$report.tmp" "$report"
@@ -73,6 +73,6 @@ for layer in conv fc; do
     repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
     metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
 done
-RELEASED=$(python -c "from metaug_training.release.campaign import read_rows; \
-print([r for r in read_rows(campaign=$CAMPAIGN) if r.get('released')][-1]['leg'])")
+RELEASED=$(python -c "from metaug_training.release.campaign import current_release_row, read_rows; \
+print(current_release_row(read_rows(campaign=$CAMPAIGN))['leg'])")
 metaug-release campaign readme --campaign "$CAMPAIGN" --leg "$RELEASED"

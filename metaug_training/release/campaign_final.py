@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 
 from metaug_features.errors import MetAugError
 
-from .campaign import (CAMPAIGNS, FINAL_KIND, METHOD_LABELS, all_rows, campaign_of, final_evaluation, get_campaign,
-                       plot, read_rows, schedule_complete, training_rows, write_rows, write_tables)
+from .campaign import (CAMPAIGNS, FINAL_KIND, METHOD_LABELS, all_rows, campaign_of, current_release_row,
+                       final_evaluation, get_campaign, plot, read_rows, schedule_complete, write_rows, write_tables)
 from .campaign_cards import PAPER_ALEXNET224, write_cards
 from .paths import FIRST_RELEASE, REPO, RESULTS, repo_relative
 from .records import load_evaluation
@@ -235,9 +235,9 @@ def earlier_finals(campaign: int) -> list[tuple[dict[str, Any], dict[str, Any]]]
     for n in sorted(n for n in CAMPAIGNS if n < campaign):
         rows = read_rows(campaign=n)
         final = final_evaluation(rows)
-        released = [x for x in training_rows(rows) if x.get("released")]
-        if final is not None and released:
-            out.append((final, released[-1]))
+        released = current_release_row(rows)
+        if final is not None and released is not None:
+            out.append((final, released))
     return out
 
 
@@ -246,13 +246,13 @@ def record_final(leg: int, paper_probe_conv: Path, paper_probe_fc: Path, campaig
     CAMPAIGN.md's table, the cards with the paper probe, RESULTS.md's final table and the plot
     (then ``campaign recard`` and ``campaign readme``). Returns the row."""
     rows = read_rows(campaign=campaign)
-    released = [x for x in training_rows(rows) if x.get("released")]
-    if not released:
+    released = current_release_row(rows)
+    if released is None:
         raise MetAugError(f"no released leg of campaign {campaign} in benchmarks/campaign.jsonl")
-    final = final_row(leg, released[-1], {"conv": paper_probe_conv, "fc": paper_probe_fc})
+    final = final_row(leg, released, {"conv": paper_probe_conv, "fc": paper_probe_fc})
     write_rows([x for x in all_rows() if (campaign_of(x), x["leg"]) != (campaign, leg)] + [final])
     write_tables(campaign)
-    write_cards(released[-1], final, get_campaign(campaign).out)
-    write_section(RESULTS, final_table(final, released[-1], earlier=earlier_finals(campaign)), final_section(campaign))
+    write_cards(released, final, get_campaign(campaign).out)
+    write_section(RESULTS, final_table(final, released, earlier=earlier_finals(campaign)), final_section(campaign))
     plot(all_rows())
     return final

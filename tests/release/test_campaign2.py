@@ -97,12 +97,24 @@ def test_leg_1_row_is_the_study_records():
 
 def test_campaign_2_rows_progress_and_agree_with_their_evaluations():
     """What each leg issue asks to show: a higher epoch than the last row, at least 80% of the ~125
-    training minutes a leg is allotted, and numbers that are the evaluation's."""
+    training minutes a leg is allotted, and numbers that are the evaluation's. The last leg's
+    evaluation-only row (once the schedule is complete) adds no epochs: it comes last and quotes
+    the finished leg's step, weights and evaluation."""
     plan = json.loads(C2.recipe.read_text())["_plan"]
+    rows = _rows2()
+    trained = campaign.training_rows(rows)
+    final = campaign.final_evaluation(rows)
+    if final is not None:
+        assert final is rows[-1] and len(trained) == len(rows) - 1
+        last = trained[-1]
+        assert campaign.schedule_complete(last, last["planned_epochs"]) and last["released"]
+        assert (final["epoch"], final["step"], final["leg_epochs"], final["leg_minutes"]) == (
+            last["epoch"], last["step"], 0.0, 0.0)
+        assert final["weights_sha256"] == last["weights_sha256"] and final["eval"] == last["eval"]
     previous = 0.0
-    for r in _rows2():
+    for r in trained:
         assert r["epoch"] > previous and r["leg_epochs"] == pytest.approx(r["epoch"] - previous, abs=1e-2)
-        if r.get("kind") != campaign.FINAL_KIND and r["epoch"] < r["planned_epochs"]:
+        if r["epoch"] < r["planned_epochs"]:
             assert r["leg_minutes"] >= 0.8 * plan["leg_training_minutes"], r
         previous = r["epoch"]
         ev = load_evaluation(REPO / r["eval"])
@@ -144,7 +156,7 @@ def test_both_campaigns_render_into_the_sections():
 
     final = campaign.final_evaluation(_rows2())
     if final is not None:   # leg 6 has run: its table compares with campaign 1's final model
-        released = [r for r in campaign.training_rows(_rows2()) if r.get("released")][-1]
+        released = campaign.current_release_row(_rows2())
         assert read_section(RESULTS, campaign_final.final_section(2)) == campaign_final.final_table(
             final, released, earlier=campaign_final.earlier_finals(2)).strip("\n")
 
@@ -183,7 +195,7 @@ def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
     """Leg 6's RESULTS table: campaign 2's final model (OUCL) first, campaign 1's final model
     (MetAug, its paper probe and compute from its own rows) beside it, and a reading whose
     differences are the two rows' numbers subtracted."""
-    row = [r for r in campaign.training_rows(_rows2()) if r.get("released")][-1]
+    row = campaign.current_release_row(_rows2())
     released = dict(row, epoch=float(row["planned_epochs"]))          # as if it had finished the schedule
     ev = load_evaluation(REPO / released["eval"])
     reports = {layer: paper_probe_report(tmp_path / f"{layer}.json", layer, top1, ev.provenance)
@@ -213,7 +225,7 @@ def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
     assert "`bash benchmarks/campaign_final.sh 6 2`" in text and "campaign 2's final model" in text
     assert "| paper linear probe |" in text and "| 74.50 |" in text
     # campaign 1's table has no such comparison (and is what it was: test_release_package)
-    released1 = [r for r in campaign.training_rows(campaign.read_rows()) if r.get("released")][-1]
+    released1 = campaign.current_release_row(campaign.read_rows())
     assert "Against campaign" not in campaign_final.final_table(f1, released1)
 
 
