@@ -213,16 +213,18 @@ def _versus(final: dict[str, Any], ev: Any, f0: dict[str, Any], r0: dict[str, An
     """The reading's comparison of this campaign's final model with an earlier campaign's."""
     n0 = campaign_of(r0)
 
-    def diff(metric: str, get: Callable[[Any], float]) -> str:
-        return f"{metric} " + ", ".join(f"`{layer}` {get(ev[layer]) - get(ev0[layer]):+.2f} ({get(ev[layer]):.2f} vs "
-                                       f"{get(ev0[layer]):.2f})" for layer in ("conv", "fc"))
+    def diff(metric: str, get: Callable[[str], tuple[float, float]]) -> str:
+        """One metric's clause: metric, then per layer the difference and (ours vs theirs), from
+        ``get(layer) -> (ours, theirs)``."""
+        return f"{metric} " + ", ".join(f"`{layer}` {a - b:+.2f} ({a:.2f} vs {b:.2f})"
+                                       for layer in ("conv", "fc") for a, b in (get(layer),))
 
-    paper = ", ".join(f"`{layer}` {final[f'paper_probe_{layer}'] - f0[f'paper_probe_{layer}']:+.2f} "
-                      f"({final[f'paper_probe_{layer}']:.2f} vs {f0[f'paper_probe_{layer}']:.2f})" for layer in ("conv", "fc"))
     return (f"Against campaign {n0}'s final model ({label(ev0)}, {f0['planned_epochs']} epochs in "
             f"{f0['training_minutes']} training minutes; its weights are in the committed state "
-            f"`{repo_relative(get_campaign(n0).state)}`): paper probe {paper}; "
-            + "; ".join((diff("fast probe", lambda e: e.probe), diff("k-NN k=200", lambda e: e.knn[200])))
+            f"`{repo_relative(get_campaign(n0).state)}`): "
+            + "; ".join((diff("paper probe", lambda m: (final[f"paper_probe_{m}"], f0[f"paper_probe_{m}"])),
+                         diff("fast probe", lambda m: (ev[m].probe, ev0[m].probe)),
+                         diff("k-NN k=200", lambda m: (ev[m].knn[200], ev0[m].knn[200]))))
             + f"; with {final['training_minutes'] / f0['training_minutes']:.2f}x its training minutes on the same "
             f"machine, architecture, width and views (one training run each: the seed-to-seed spread was not "
             f"measured).")

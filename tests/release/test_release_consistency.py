@@ -37,8 +37,7 @@ pytestmark = pytest.mark.skipif(not all((f / "config.json").is_file() for f in F
 def _final_evaluation_of(weights_sha256: str) -> dict | None:
     """The evaluation-only last row (benchmarks/campaign.jsonl, any campaign) of these weights, if
     their campaign's last leg has run."""
-    return next((r for r in campaign.all_rows()
-                 if r.get("kind") == campaign.FINAL_KIND and r["weights_sha256"] == weights_sha256), None)
+    return campaign.final_evaluation([r for r in campaign.all_rows() if r["weights_sha256"] == weights_sha256])
 
 
 @pytest.mark.parametrize("layer", ["conv", "fc"])
