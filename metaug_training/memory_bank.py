@@ -251,7 +251,7 @@ class MemoryBank(nn.Module):
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
-    def update(self, z: Mapping[str, Tensor], idx: Tensor) -> None:
+    def update(self, z: Mapping[str, Tensor], idx: Tensor, in_place: bool = True) -> None:
         """Momentum update of the slots of ``idx`` (docs/METHODS.md section 3).
 
         ``bank[v][idx[i]] <- normalise(m * bank[v][idx[i]] + (1 - m) * z[v][i])`` for every view
@@ -262,6 +262,9 @@ class MemoryBank(nn.Module):
         Args:
             z: ``{view: [B, d]}`` (any float dtype / grad state; detached and cast here).
             idx: LongTensor ``[B]`` of dataset indices.
+            in_place: False writes into a copy that then replaces the ``bank`` buffer, so that
+                autograd graphs built on the old memory (the meta step's inner loss, before the
+                official code's second bank write) keep the values they scored against.
         """
         if idx.dim() != 1:
             raise ValueError(f"idx must be a 1-d LongTensor [B], got shape {tuple(idx.shape)}")
@@ -269,6 +272,8 @@ class MemoryBank(nn.Module):
         self._check_features(z, idx.new_zeros(idx.shape[0], self.num_negatives + 1))
         first = _first_occurrence(idx)
         m = self.momentum
+        if not in_place:
+            self.bank = self.bank.clone()
         for v in self.views:
             # Every row takes the features of the first occurrence of its index, so duplicate
             # indices write identical values and the result does not depend on write order.

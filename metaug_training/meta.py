@@ -13,8 +13,9 @@ Given the (already updated) encoder parameters theta' and a minibatch x:
 Both encoder forwards use :func:`torch.func.functional_call` in train mode (BN on batch
 statistics) with *copies* of every buffer, so BN ``running_mean``, ``running_var`` and
 ``num_batches_tracked`` of the encoder -- and of the MAGs -- are left exactly as they were. No
-``.grad`` field is written, no optimiser is stepped, the memory bank is only read (by the loss
-closures): the caller sets the returned gradients on the MAG parameters (:func:`set_gradients`),
+``.grad`` field is written, no optimiser is stepped, the memory bank is only read by the loss
+closures (except the official code's extra writes, ``metaug.bank_writes="code"``, which
+:func:`metaug_meta_step` makes through its ``write_bank`` callback): the caller sets the returned gradients on the MAG parameters (:func:`set_gradients`),
 all-reduces them under DDP, and steps the MAG optimiser. Under DDP, pass the unwrapped module
 (``ddp.module``); g is then the per-rank inner gradient.
 """
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .memory_bank import MemoryBank
-from .objective import ObjectiveConfig, metaug_objective
+from .objective import NegativeDraw, ObjectiveConfig, metaug_objective
 
 Features = dict[str, Tensor]
 PairLoss = Callable[[Features, Features], Tensor]
@@ -99,6 +100,7 @@ def mag_meta_gradients(
     method: str = "embed",
     *,
     grad_mode: str,
+    stats: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """MAG gradients of the meta step (docs/METHODS.md section 6, step 2; see module docstring for the maths).
 
@@ -119,6 +121,10 @@ def mag_meta_gradients(
         grad_mode: how the second-order term is computed (``run.meta_grad``; same value up to
             float rounding): ``"double_backward"`` builds g with ``create_graph=True`` and
             differentiates the whole inner backward; ``"jvp"`` (faster) uses the factorisation below.
+        stats: if a dict is given, the gradient's split is written into it (detached scalars):
+            ``grad_norm_direct`` = ||direct part||, and on the "jvp" route (where both parts are
+            computed anyway) ``grad_norm_second`` = ||second-order part|| and
+            ``second_order_share`` = second / (direct + second), norms over all MAG parameters.
 
     The "jvp" route. With ``u(phi) = dL_in/dz`` (the loss head's gradient at z = f(theta'; x))
     and J = dz/dtheta', g = J^T u, so theta* = theta' - eta J^T u(phi) and
@@ -148,7 +154,7 @@ def mag_meta_gradients(
 
     if grad_mode == "jvp" and not first_order:
         with _train_mode(encoder, mags), torch.enable_grad():
-            return _meta_gradients_jvp(enc, apply_mags, theta, phi, x, loss_fn, outer_loss_fn, inner_lr)
+            return _meta_gradients_jvp(enc, apply_mags, theta, phi, x, loss_fn, outer_loss_fn, inner_lr, stats)
 
     with _train_mode(encoder, mags), torch.enable_grad():
         z = _call(enc, theta, x)
@@ -164,12 +170,21 @@ def mag_meta_gradients(
 
     grads = {n[len("mags."):]: (torch.zeros_like(p) if gi is None else gi)
              for (n, p), gi in zip(phi.items(), d_phi)}
+    if stats is not None and first_order:
+        # First order: the whole gradient is the direct part.
+        stats["grad_norm_direct"] = _global_norm(grads.values())
     return grads, l_out.detach()
+
+
+def _global_norm(tensors: Any) -> Tensor:
+    """The L2 norm of several tensors taken as one vector (detached)."""
+    parts = [t.detach().reshape(-1) for t in tensors if t is not None]
+    return torch.linalg.vector_norm(torch.cat(parts)) if parts else torch.zeros(())
 
 
 def _meta_gradients_jvp(enc: nn.Module, apply_mags: nn.Module, theta: dict[str, Tensor],
                         phi: dict[str, Tensor], x: Any, loss_fn: PairLoss, outer_loss_fn: PairLoss,
-                        inner_lr: float) -> tuple[dict[str, Tensor], Tensor]:
+                        inner_lr: float, stats: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], Tensor]:
     """The "jvp" route of :func:`mag_meta_gradients` (see its docstring for the maths)."""
     names, params = list(theta), list(theta.values())
     # z = f(theta'; x) and the head's gradient u(phi) = dL_in/dz, with a graph to phi.
@@ -205,6 +220,12 @@ def _meta_gradients_jvp(enc: nn.Module, apply_mags: nn.Module, theta: dict[str, 
         if b is not None:
             gi = gi - inner_lr * b
         grads[n[len("mags."):]] = gi
+    if stats is not None:
+        direct = _global_norm(d_direct)
+        second = inner_lr * _global_norm(d_second)
+        stats["grad_norm_direct"] = direct
+        stats["grad_norm_second"] = second
+        stats["second_order_share"] = second / (direct + second).clamp_min(torch.finfo(second.dtype).tiny)
     return grads, l_out.detach()
 
 
@@ -219,26 +240,60 @@ def metaug_meta_step(
     inner_lr: float,
     grad_mode: str,
     first_order: bool = False,
+    draw: NegativeDraw | None = None,
+    write_bank: Callable[[Features], None] | None = None,
+    diagnostics: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
     """docs/METHODS.md section 6, step 2 with the MetAug objective: :func:`mag_meta_gradients` with
     ``loss_fn = L_tot(phase="encoder")`` and ``outer_loss_fn = L_tot(phase="mag")`` (the latter
     includes ``alpha * R`` unless ``objective.metaug.reg_where == "off"``), both scored against
-    ``bank`` at ``sample_idx`` (the bank is read, never updated; pass the step-1 indices or
-    fresh ones). ``inner_lr`` is ``metaug.inner_lr``, ``grad_mode`` is ``run.meta_grad``.
+    ``bank`` at ``sample_idx`` (pass the step-1 indices or fresh ones). ``inner_lr`` is eta_in
+    (``metaug.inner_lr``, or the encoder's scheduled lr under ``metaug.inner_lr_follows_encoder``),
+    ``grad_mode`` is ``run.meta_grad``.
 
-    Returns ``(grads, mag_loss, logs)`` with ``logs`` the detached terms of the MAG loss.
+    The official code's variants (docs/METHODS.md section 4.3 and 6):
+
+    - ``draw`` (``metaug.negatives="per_call"``): every scoring call other than each loss's
+      original term gets a fresh draw (:func:`~metaug_training.objective.metaug_objective`).
+    - ``write_bank`` (``metaug.bank_writes="code"``): called with the detached embeddings of the
+      updated encoder ``z = f(theta'; x)`` right after the inner loss has scored them, and with
+      the fast-weight embeddings ``z* = f(theta*; x)`` after the MAG loss has scored them: the
+      official code's second and third bank writes. The callee must write out of place
+      (``MemoryBank.update(..., in_place=False)``): the inner loss's graph still holds the bank.
+      The gradients are then those of the code's order (the MAG loss sees the bank after the
+      second write).
+
+    Returns ``(grads, mag_loss, logs)`` with ``logs`` the detached terms of the MAG loss and,
+    with ``diagnostics``, the meta diagnostics: the MAG loss's ``"diag/..."`` values
+    (:func:`~metaug_training.objective.meta_diagnostics`) and the gradient split
+    (``grad_norm_direct``, ``grad_norm_second``, ``second_order_share``; see
+    :func:`mag_meta_gradients`).
     """
     logs: dict[str, Tensor] = {}
 
+    def negatives() -> Tensor:
+        # Under per_call every loss of the meta step draws anew, its original term included.
+        return sample_idx if draw is None else draw()
+
     def inner(z: Features, z_hat: Features) -> Tensor:
-        return metaug_objective(z, z_hat, bank, sample_idx, objective, phase="encoder")[0]
+        loss = metaug_objective(z, z_hat, bank, negatives(), objective, phase="encoder", draw=draw)[0]
+        if write_bank is not None:
+            write_bank({v: t.detach() for v, t in z.items()})
+        return loss
 
     def outer(z: Features, z_hat: Features) -> Tensor:
-        total, terms = metaug_objective(z, z_hat, bank, sample_idx, objective, phase="mag")
+        total, terms = metaug_objective(z, z_hat, bank, negatives(), objective, phase="mag", draw=draw,
+                                        diagnostics=diagnostics)
         logs.update(terms)
+        if write_bank is not None:
+            write_bank({v: t.detach() for v, t in z.items()})
         return total
 
-    grads, loss = mag_meta_gradients(encoder, mags, x, inner, inner_lr, outer, first_order, grad_mode=grad_mode)
+    stats: dict[str, Tensor] | None = {} if diagnostics else None
+    grads, loss = mag_meta_gradients(encoder, mags, x, inner, inner_lr, outer, first_order, grad_mode=grad_mode,
+                                     stats=stats)
+    if stats:
+        logs.update(stats)
     return grads, loss, logs
 
 

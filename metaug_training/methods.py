@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from metaug_features.model import MetAugEncoder
 
 from .config import TrainConfig
+from .data import step_generator
 from .distributed import DistContext, all_gather_cat, all_reduce_mean_
 from .losses import NCELoss, infonce_loss
 from .memory_bank import MemoryBank
@@ -112,12 +113,13 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
 
 
 def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], sample_idx: Tensor,
-                 objective: ObjectiveConfig) -> tuple[Tensor, dict[str, Tensor]]:
+                 objective: ObjectiveConfig, draw=None) -> tuple[Tensor, dict[str, Tensor]]:
     """The loss of the encoder update for ``cfg.method`` on embeddings ``z`` ``{view: [b, d]}``.
 
     cmc: sum over ordered view pairs of InfoNCE (or NCE) at temperature T;
     oucl: OUCL over all pair scores (``metaug_objective`` without MAG outputs);
-    metaug: L_tot with z^ = MAG(z) (MAGs in train mode, frozen), R only if reg_where = "both".
+    metaug: L_tot with z^ = MAG(z) (MAGs in train mode, frozen), R only if reg_where = "both";
+    ``draw`` gives the fresh negatives of ``metaug.negatives="per_call"`` (:func:`negative_draw`).
     Returns the scalar loss and detached named terms.
     """
     if cfg.method in ("cmc", "oucl"):
@@ -125,7 +127,7 @@ def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], samp
         return loss, {"loss": loss.detach()}
     assert state.mags is not None
     z_hat = {v: state.mags[v](t) for v, t in z.items()}
-    loss, terms = metaug_objective(z, z_hat, state.bank, sample_idx, objective, phase="encoder")
+    loss, terms = metaug_objective(z, z_hat, state.bank, sample_idx, objective, phase="encoder", draw=draw)
     out = {"loss": loss.detach()}
     out.update({k: v for k, v in terms.items() if k != "total"})
     return loss, out
@@ -205,6 +207,70 @@ def _accumulate(acc: dict[str, Tensor], new: dict[str, Tensor], weight: float) -
         acc[k] = acc[k] + v * weight if k in acc else v * weight
 
 
+#: Prefix of the meta-step values in a step's logs; the trainer writes them as one
+#: ``{"event": "meta", ...}`` record per meta step (docs/METHODS.md section 6, "Meta diagnostics").
+META_PREFIX = "meta/"
+
+
+def meta_inner_lr(cfg: TrainConfig, state: TrainState) -> float:
+    """eta_in of this step's meta step: ``metaug.inner_lr`` (the official code's 1e-3), or the
+    encoder's scheduled learning rate of this step with ``metaug.inner_lr_follows_encoder``
+    (paper eq. 3)."""
+    if cfg.metaug.inner_lr_follows_encoder:
+        return float(state.opt.param_groups[0]["lr"])
+    return cfg.metaug.inner_lr
+
+
+def meta_log_terms(terms: dict[str, Tensor], mag_loss: Tensor) -> dict[str, Tensor]:
+    """The meta step's values under :data:`META_PREFIX`: the MAG loss, its terms
+    (``loss_orig``, ``reg``), the diagnostics without their ``diag/`` prefix and the gradient
+    split (``second_order_share`` ...)."""
+    keep = {"loss_orig", "reg"}
+    out = {META_PREFIX + "mag_loss": mag_loss}
+    for k, v in terms.items():
+        if k.startswith("diag/"):
+            out[META_PREFIX + k[len("diag/"):]] = v
+        elif k in keep or k.startswith("grad_norm") or k == "second_order_share":
+            out[META_PREFIX + k] = v
+    return out
+
+
+def negative_draw(cfg: TrainConfig, state: TrainState, sample_idx: Tensor, step: int, ctx: DistContext,
+                  phase: str, micro: int):
+    """``metaug.negatives="per_call"``: a callable giving a fresh ``[b, K+1]`` sample for each
+    further scoring call of ``phase`` ("encoder" | "meta") on micro-batch ``micro``; None for
+    ``"per_step"`` (every call reuses the step's draw).
+
+    The draws come from a CPU generator derived from (seed, phase, rank, micro-batch, step), so a
+    resumed run draws the same numbers; unlike the step's own draw they depend on the world
+    size (each rank draws for its own rows).
+    """
+    if cfg.method != "metaug" or cfg.metaug.negatives == "per_step":
+        return None
+    gen = step_generator(cfg.run.seed, f"negatives-per-call/{phase}/rank{ctx.rank}/micro{micro}", step)
+    idx = sample_idx[:, 0].cpu()
+
+    def draw() -> Tensor:
+        return state.bank.sample(idx, gen).to(sample_idx.device)
+
+    return draw
+
+
+def _bank_writer(state: TrainState, idx: Tensor, ctx: DistContext):
+    """``metaug.bank_writes="code"``: the meta step's extra bank writes for the rows ``idx``
+    ``[b]`` (gathered from all ranks like step 2's write), out of place because the inner loss's
+    graph still holds the old memory."""
+    idx_all = all_gather_cat(idx, ctx)
+
+    def write(z: dict[str, Tensor]) -> None:
+        views = state.bank.views
+        z_local = torch.stack([_at_least_float32(z[v]) for v in views]).transpose(0, 1).contiguous()
+        z_all = all_gather_cat(z_local, ctx).transpose(0, 1)  # [V, B, d]
+        state.bank.update({v: z_all[i] for i, v in enumerate(views)}, idx_all, in_place=False)
+
+    return write
+
+
 def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, sample_idx: Tensor,
                step: int, ctx: DistContext, gen_batch: GeneratorBatch | None = None) -> dict[str, Tensor]:
     """One iteration on this rank's batch.
@@ -243,7 +309,8 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
                     z = forward(xs[a])
                 with timer("loss"):
                     z = {v: _at_least_float32(t) for v, t in z.items()}
-                    loss, terms = encoder_loss(cfg, state, z, sis[a], objective)
+                    loss, terms = encoder_loss(cfg, state, z, sis[a], objective,
+                                               negative_draw(cfg, state, sis[a], step, ctx, "encoder", a))
                 for gen in state.generators:
                     with timer(gen.name):
                         extra = generated_view_loss(cfg, state, gen, gbs[a], z, sis[a], objective)
@@ -278,15 +345,20 @@ def train_step(cfg: TrainConfig, state: TrainState, x: Tensor, idx: Tensor, samp
         assert state.mags is not None and state.mag_opt is not None
         with timer("meta"):
             grads: dict[str, Tensor] = {}
+            inner_lr = meta_inner_lr(cfg, state)
             for a in range(accum):
+                write = (_bank_writer(state, sis[a][:, 0], ctx) if cfg.metaug.bank_writes == "code" else None)
                 # Under bf16 the whole meta step (both encoder forwards and both losses) is
                 # autocast: metaug_meta_step owns the forward/loss interleaving.
                 with _autocast(cfg, ctx.device):
-                    g, mag_loss, _ = metaug_meta_step(state.encoder, state.mags, xs[a], state.bank, sis[a],
-                                                      objective, inner_lr=cfg.metaug.inner_lr,
-                                                      grad_mode=cfg.run.meta_grad)
+                    g, mag_loss, meta_terms = metaug_meta_step(
+                        state.encoder, state.mags, xs[a], state.bank, sis[a], objective, inner_lr=inner_lr,
+                        grad_mode=cfg.run.meta_grad, draw=negative_draw(cfg, state, sis[a], step, ctx, "meta", a),
+                        write_bank=write, diagnostics=True)
                 _accumulate(grads, {k: _at_least_float32(t) for k, t in g.items()}, 1.0 / accum)
                 _accumulate(logs, {"mag_loss": mag_loss}, 1.0 / accum)
+                _accumulate(logs, meta_log_terms(meta_terms, mag_loss), 1.0 / accum)
+            logs[META_PREFIX + "inner_lr"] = torch.tensor(inner_lr, dtype=torch.float64)
             names = list(grads)
             all_reduce_mean_([grads[n] for n in names], ctx)
             set_gradients(state.mags, grads)

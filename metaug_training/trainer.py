@@ -46,7 +46,7 @@ from .export import export_encoder, provenance
 from .losses import NCELoss
 from .mag import build_mags_for, mag_norms
 from .memory_bank import MemoryBank, view_pairs
-from .methods import Embedder, TrainState, train_step
+from .methods import META_PREFIX, Embedder, TrainState, train_step
 from .resume import checkpoint_contents, dataset_record, restore_checkpoint, resume_saved_state, warm_start
 from .schedule import lr_factor
 from .stop_signal import StopOnSignal
@@ -226,6 +226,11 @@ class Trainer:
         try:
             while step < self.end_step:
                 logs = self.step(step)
+                meta = {k[len(META_PREFIX):]: float(logs.pop(k)) for k in [k for k in logs if k.startswith(META_PREFIX)]}
+                if meta:
+                    # One record per meta step (metaug-meta-diagnostics reads them): a host sync
+                    # per meta step, small beside the meta step's own cost.
+                    logger.log_raw({"event": "meta", "step": step, "epoch": round(step / self.spe, 4), **meta})
                 for k, v in logs.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 count += 1

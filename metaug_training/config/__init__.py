@@ -31,7 +31,10 @@ from .generator_sections import A2_LOSSES, A2_MODES, A2Config, IDAAConfig
 from .loading import RECIPES_DIR, RESUMABLE_KEYS, RESUMABLE_SECTIONS, diff_keys, load_config, read_recipe, resume_changes
 from .loss_sections import (
     AUG_TERM_KEYWORDS,
+    BANK_WRITES,
     CMC_LOSSES,
+    NEGATIVE_DRAWS,
+    REG_BLOCKS,
     REG_MODES,
     REG_SCORES,
     REG_WHERE,
@@ -45,9 +48,9 @@ from .schema import METHODS, TrainConfig
 from .sections import META_GRAD_MODES, BankConfig, DataConfig, ModelConfig, OptimConfig, RunConfig
 
 __all__ = [
-    "A2Config", "A2_LOSSES", "A2_MODES", "AUG_TERM_KEYWORDS", "BankConfig", "CMC_LOSSES", "DataConfig",
-    "IDAAConfig", "LossConfig", "METHODS", "META_GRAD_MODES", "MetaugConfig", "ModelConfig", "OptimConfig",
-    "OverrideValue", "RECIPES_DIR", "REG_MODES", "REG_SCORES", "REG_WHERE", "RESUMABLE_KEYS", "RESUMABLE_SECTIONS",
+    "A2Config", "A2_LOSSES", "A2_MODES", "AUG_TERM_KEYWORDS", "BANK_WRITES", "BankConfig", "CMC_LOSSES", "DataConfig",
+    "IDAAConfig", "LossConfig", "METHODS", "META_GRAD_MODES", "MetaugConfig", "ModelConfig", "NEGATIVE_DRAWS",
+    "OptimConfig", "OverrideValue", "RECIPES_DIR", "REG_BLOCKS", "REG_MODES", "REG_SCORES", "REG_WHERE", "RESUMABLE_KEYS", "RESUMABLE_SECTIONS",
     "RunConfig", "TrainConfig", "WEIGHTINGS", "diff_keys", "expand_aug_terms", "load_config", "parse_override",
     "read_recipe", "resume_changes",
 ]

@@ -30,6 +30,15 @@ REG_MODES = ("large", "medium", "small")
 REG_WHERE = ("mag", "both", "off")
 #: ``metaug.reg_scores``: OUCL's ``(s + 1) / 2`` map (official code) or the raw dot products.
 REG_SCORES = ("mapped", "raw")
+#: ``metaug.reg_blocks``: R's hinges over the augmented score blocks only, or (official code)
+#: over those plus the original-only blocks.
+REG_BLOCKS = ("augmented", "all")
+#: ``metaug.bank_writes``: one memory-bank write per iteration (encoder features), or the
+#: official code's pattern (also the meta step's inner and fast-weight features).
+BANK_WRITES = ("once", "code")
+#: ``metaug.negatives``: one negative draw per step reused by every scoring call, or (official
+#: code) a fresh draw for every scoring call after the encoder step's original term.
+NEGATIVE_DRAWS = ("per_step", "per_call")
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,18 @@ class MetaugConfig:
     reg_scores: the scores eq. 4-5 read: "mapped" (default, the official code: s -> (s+1)/2 as in
         OUCL) or "raw" (the dot products; exactly twice the mapped R). A saved config without
         this key (checkpoints written before it existed) loads with the default.
-    inner_lr: eta_in of the fast weights theta* = theta' - eta_in * g.
+    reg_blocks: the score blocks R's hinges average over: "augmented" (default; the blocks whose
+        anchor is a MAG output, 6 for three views) or "all" (official code: those plus the
+        original-only blocks, 12 for three views).
+    inner_lr: eta_in of the fast weights theta* = theta' - eta_in * g (the official code's 1e-3).
+    inner_lr_follows_encoder: if true, eta_in is the encoder's scheduled learning rate at that
+        step (paper eq. 3) and ``inner_lr`` is not used.
+    bank_writes: "once" (default: the encoder step's features, once per iteration) or "code"
+        (the official code's three writes per meta iteration: also the updated encoder's features
+        and the fast-weight features of the meta step, docs/METHODS.md section 6).
+    negatives: "per_step" (default: one draw per step reused by every scoring call) or
+        "per_call" (the official code: a fresh draw for every scoring call except the encoder
+        step's original term, which keeps the step's draw).
     meta_every: the meta step runs every k-th iteration (1 = paper).
     lr, momentum, weight_decay: SGD of the MAGs (scheduled like the encoder's lr).
     """
@@ -88,7 +108,11 @@ class MetaugConfig:
     reg_where: str = "mag"
     reg_detach_thresholds: bool = False
     reg_scores: str = "mapped"
+    reg_blocks: str = "augmented"
     inner_lr: float = 1e-3
+    inner_lr_follows_encoder: bool = False
+    bank_writes: str = "once"
+    negatives: str = "per_step"
     meta_every: int = 1
     lr: float = 0.03
     momentum: float = 0.9
@@ -102,6 +126,9 @@ class MetaugConfig:
         check_positive("metaug.reg_c", self.reg_c, allow_zero=True)
         check_choice("metaug.reg_where", self.reg_where, REG_WHERE)
         check_choice("metaug.reg_scores", self.reg_scores, REG_SCORES)
+        check_choice("metaug.reg_blocks", self.reg_blocks, REG_BLOCKS)
+        check_choice("metaug.bank_writes", self.bank_writes, BANK_WRITES)
+        check_choice("metaug.negatives", self.negatives, NEGATIVE_DRAWS)
         check_positive("metaug.inner_lr", self.inner_lr, allow_zero=True)
         check_at_least("metaug.meta_every", self.meta_every, 1)
         for name in ("lr", "momentum", "weight_decay"):

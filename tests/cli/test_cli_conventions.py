@@ -71,7 +71,8 @@ def _flat(text: str) -> str:
 
 def test_every_console_script_is_checked():
     assert set(SCRIPTS) == {"metaug-extract", "metaug-eval", "metaug-train", "metaug-export", "metaug-push",
-                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search", "metaug-release"}
+                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search", "metaug-release",
+                            "metaug-meta-diagnostics"}
 
 
 @pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=lambda v: v if isinstance(v, str) else None)
@@ -161,6 +162,7 @@ def _user_errors(tmp: Path) -> dict[str, list[str]]:
         "metaug-train-vae": [missing, "-o", str(tmp / "o")],
         "metaug-a2-search": [missing, missing, "-o", str(tmp / "o.safetensors")],
         "metaug-release": ["campaign", "cards", "--leg", "99", "-o", str(tmp / "o")],
+        "metaug-meta-diagnostics": [missing],
     }
 
 
