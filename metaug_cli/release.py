@@ -27,7 +27,8 @@ from ._common import Group, device_option, echo_written, group, handle_errors, o
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 _campaign_opt = click.option("--campaign", "campaign_no", type=click.IntRange(min=1), default=1, show_default=True,
-                             help="Which campaign (metaug_training.release.campaign.CAMPAIGNS: 1 MetAug, 2 OUCL).")
+                             help="Which campaign (metaug_training.release.campaign.CAMPAIGNS: 1 MetAug, "
+                                  "2 MetAug (only OUCL)).")
 _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
                            help="Write the JSON report here.")
 
@@ -193,7 +194,9 @@ def campaign_plot(campaign_no):
                "benchmarks/campaign or benchmarks/campaign/c2).", legacy_options=("--out",))
 @handle_errors()
 def campaign_cards(campaign_no, leg, output):
-    """Card-metrics files of the release made from the leg's row, and RESULTS.md's campaign section."""
+    """Card-metrics files of the release made from the leg's row (with the meta-diagnostics section when
+    the campaign has its record), and RESULTS.md's released-state section when the campaign made the
+    default pair hub/cifar10-{conv,fc}."""
     from metaug_training.release.campaign_cards import cards_for_leg
 
     echo_written(cards_for_leg(leg, output, campaign=campaign_no))
@@ -204,7 +207,8 @@ def campaign_cards(campaign_no, leg, output):
 @click.option("--leg", type=click.IntRange(min=1), required=True)
 @handle_errors()
 def campaign_readme(campaign_no, leg):
-    """Rewrite the README's released-models section (after the release export)."""
+    """Rewrite the README's released-models section (after the release export): the campaign's pair
+    from the leg's row, and every other shipped pair from its campaign's last released row."""
     from metaug_training.release.readme import write_readme
 
     echo_written([write_readme(leg, campaign=campaign_no)])
@@ -229,15 +233,16 @@ def campaign_final(campaign_no, leg, paper_probe):
 
 @campaign.command(name="recard")
 @_campaign_opt
-@click.option("--hub", type=_existing_dir, default=None, help="Folder holding cifar10-conv and cifar10-fc (default: hub/).")
+@click.option("--hub", type=_existing_dir, default=None,
+              help="Folder holding the campaign's shipped folders (default: hub/).")
 @handle_errors()
 def campaign_recard(campaign_no, hub):
-    """Re-render hub/cifar10-{conv,fc}/README.md from the campaign's card files (no checkpoint
-    needed; the weights are not touched)."""
-    from metaug_training.release.campaign import get_campaign
+    """Re-render the campaign's shipped cards from its card files: campaign 1 (MetAug)
+    hub/cifar10-metaug-{conv,fc}, campaign 2 (MetAug (only OUCL)) hub/cifar10-{conv,fc}. No
+    checkpoint needed; the weights are not touched."""
     from metaug_training.release.campaign_cards import HUB, recard_shipped
 
-    echo_written(recard_shipped(hub or HUB, get_campaign(campaign_no).out))
+    echo_written(recard_shipped(campaign_no, hub or HUB))
 
 
 # ---------------------------------------------------------------------- recipe study

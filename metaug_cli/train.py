@@ -60,6 +60,9 @@ def main(config_path: str, resume: bool, output: Path | None, device: str | None
     if not quiet:
         shown = [normalised(p) if p is not None else None for p in (result.checkpoint, result.export_dir)]
         click.echo(f"{result.status}: step {result.step}, checkpoint {shown[0]}, export {shown[1]}")
+        if cfg.method == "metaug":
+            click.echo(f"meta diagnostics (do the MAGs augment anything?): metaug-meta-diagnostics "
+                       f"{normalised(Path(cfg.run.out_dir))}")
     if result.status == "signal":
         raise interrupted(f"stopped by a signal at step {result.step}; {RESUME_HINT}")
 

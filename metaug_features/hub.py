@@ -28,16 +28,26 @@ HUB_ORGANIZATION = os.environ.get("METAUG_HUB_ORG", "metaug-features")
 
 #: The release the shipped folders are (bumped whenever hub/ is re-released; it need not follow
 #: the package version). ``metaug-push --tag`` with this tag publishes a folder under the
-#: revision its alias pins.
-RELEASE_TAG = "v0.2.0"
+#: revision its alias pins. v0.3.0: the repo id ``metaug-alexnet32-cifar10-*`` now names campaign
+#: 1's MetAug weights, where v0.2.0's README would have pushed the OUCL ones under it; the OUCL
+#: pair moved to ``metaug-only-oucl-alexnet32-cifar10-*`` and its cards changed. A new tag keeps a
+#: pin from ever meaning the other weights.
+RELEASE_TAG = "v0.3.0"
 
 #: Built-in names -> (Hub repo id, pinned revision). Each name is also the name of a released
 #: folder under hub/ that ships inside the package (see :func:`bundled_model_dir`); the alias
 #: resolves to that installed copy, offline. The repo id and revision say where the same folder
 #: is (or will be) published with ``metaug-push``; the README says whether it is.
+#:
+#: - ``cifar10-conv`` / ``cifar10-fc`` (the defaults, the best model measured): "MetAug (only
+#:   OUCL)", the MetAug paper's Table 1 name for its OUCL-only ablation (CPU training campaign 2);
+#: - ``cifar10-metaug-conv`` / ``cifar10-metaug-fc``: MetAug, the full method with the official
+#:   code's values (CPU training campaign 1).
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
-    "cifar10-conv": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-conv", RELEASE_TAG),
-    "cifar10-fc": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-fc", RELEASE_TAG),
+    "cifar10-conv": (f"{HUB_ORGANIZATION}/metaug-only-oucl-alexnet32-cifar10-conv", RELEASE_TAG),
+    "cifar10-fc": (f"{HUB_ORGANIZATION}/metaug-only-oucl-alexnet32-cifar10-fc", RELEASE_TAG),
+    "cifar10-metaug-conv": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-conv", RELEASE_TAG),
+    "cifar10-metaug-fc": (f"{HUB_ORGANIZATION}/metaug-alexnet32-cifar10-fc", RELEASE_TAG),
 }
 
 #: The repository folder that holds the released model folders; ``hub/<alias>`` names a shipped one.

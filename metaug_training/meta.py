@@ -251,7 +251,7 @@ def metaug_meta_step(
     (``metaug.inner_lr``, or the encoder's scheduled lr under ``metaug.inner_lr_follows_encoder``),
     ``grad_mode`` is ``run.meta_grad``.
 
-    The official code's variants (docs/METHODS.md section 4.3 and 6):
+    The official code's variants (docs/METHODS.md section 11; rows in sections 4.3 and 6):
 
     - ``draw`` (``metaug.negatives="per_call"``): every scoring call other than each loss's
       original term gets a fresh draw (:func:`~metaug_training.objective.metaug_objective`).

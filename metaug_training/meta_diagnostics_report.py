@@ -41,7 +41,7 @@ from metaug_features.atomic import atomic_write_bytes, atomic_write_text
 from metaug_features.errors import MetAugError
 
 __all__ = [
-    "COLLAPSE_COS", "INERT_SHARE", "LOG_NAME", "PNG_NAME", "RATIO_TOL", "MetaDiagnosticsError", "MetaLogWarning",
+    "COLLAPSE_COS", "INERT_SHARE", "LOG_NAME", "PNG_NAME", "RATIO_TOL", "UNRELATED_COS", "MetaDiagnosticsError", "MetaLogWarning",
     "MetaReport", "format_summary", "make_report", "plot_meta_diagnostics", "read_meta_events", "resolve_log",
     "summarise", "verdict",
 ]
@@ -59,6 +59,12 @@ INERT_SHARE = 0.01
 #: mean cos(z, MAG(z)) over the views above this = MAG outputs near-copies of the features: an angle
 #: under about 18 degrees, closer than two augmented views of one image usually are after training.
 COLLAPSE_COS = 0.95
+#: mean |cos(z, MAG(z))| over the views below this = the MAG outputs are unrelated to the features
+#: they should augment (an angle over about 78 degrees): an untrained or barely trained MAG maps its
+#: input to a near-random direction. Its outputs are then "harder" only in a trivial sense (they are
+#: not views of the same image), which campaign 1's final MetAug weights show (mean cosine 0.016,
+#: benchmarks/meta_diagnostics/campaign1-final.json).
+UNRELATED_COS = 0.2
 #: aug_orig_loss_ratio within this of 1 = the augmented terms are as easy as the original one. A 1%
 #: loss difference is within the step-to-step noise of the loss; #54 saw 9.58 / 9.52 = 1.006 in a
 #: collapsed run. "Harder" and "easier" also need the ratio beyond this margin.
@@ -201,6 +207,10 @@ def _augmentation_sentence(m: dict[str, Any]) -> str:
         return "the augmentations cannot be judged: the loss ratio or the positive scores were not logged"
     numbers = f"aug/orig loss ratio {ratio:.4g}, positive score {pa:.3g} augmented vs {po:.3g} original"
     near_one = abs(ratio - 1.0) <= RATIO_TOL
+    if cos is not None and abs(cos) < UNRELATED_COS:
+        return (f"the MAG outputs are unrelated to the features they augment (mean cos(z, MAG(z)) {cos:.3g}, "
+                f"|cos| < {UNRELATED_COS:g}): near-random directions rather than views of the same image, so the "
+                f"augmented terms are hard only trivially ({numbers})")
     if cos is not None and cos > COLLAPSE_COS and near_one:
         return (f"the MAG outputs are near-copies of the features (mean cos(z, MAG(z)) {cos:.3g} > {COLLAPSE_COS:g}): "
                 f"the augmentations are not harder (collapse, paper §3.2; {numbers})")
@@ -218,6 +228,8 @@ def verdict(summary: dict[str, Any]) -> str:
     meta path and one on what the MAGs output.
 
     - ``second_order_share`` < :data:`INERT_SHARE` (1%): "the meta (second-order) path is inert".
+    - mean |cos(z, MAG(z))| < :data:`UNRELATED_COS` (0.2): "the MAG outputs are unrelated to the
+      features" (near-random directions, hard only trivially).
     - mean cos(z, MAG(z)) > :data:`COLLAPSE_COS` (0.95) and ``aug_orig_loss_ratio`` within
       :data:`RATIO_TOL` (1%) of 1: "the MAG outputs are near-copies of the features" (collapse).
     - else ``pos_aug`` < ``pos_orig`` and the ratio > 1 + RATIO_TOL: "the augmented views are harder".
@@ -369,8 +381,9 @@ def make_report(source: str | os.PathLike, out_png: str | os.PathLike | None = N
     events, skipped = _read(log)
     summary = summarise(events, last)
     text = verdict(summary)
-    png = plot_meta_diagnostics(events, Path(out_png) if out_png is not None else log.parent / PNG_NAME,
-                                title=f"MetAug meta diagnostics: {log.parent.name}")
+    run_dir = log.parent
+    png = plot_meta_diagnostics(events, Path(out_png) if out_png is not None else run_dir / PNG_NAME,
+                                title=f"MetAug meta diagnostics: {run_dir.name}")
     report = MetaReport(log, summary, text, png, notes=[_skipped_message(log, skipped)] if skipped else [])
     if json_path is not None:
         report.json_path = Path(json_path)

@@ -49,15 +49,25 @@ LIBRARY_NAME = "metaug-features"
 DEFAULT_DATASET_TYPE = "cifar10"
 #: Hub dataset id listed under ``datasets:`` in the metadata.
 HUB_DATASETS = ["uoft-cs/cifar10"]
-TAGS = ["metaug", "self-supervised-learning", "contrastive-learning", "feature-extraction",
+#: Tags every card carries; :data:`METHOD_TAGS` adds the method's own first.
+TAGS = ["self-supervised-learning", "contrastive-learning", "feature-extraction",
         "image-feature-extraction", "cifar10"]
+#: The tags that name the training method, by the folder's provenance ``method``. An OUCL-trained
+#: folder is tagged "metaug-only-oucl" (the MetAug paper's Table 1 name, "MetAug (only OUCL)") and
+#: "oucl", never plain "metaug": a tag must not claim meta feature augmentation the weights never had.
+METHOD_TAGS = {
+    "metaug": ["metaug", "meta-feature-augmentation"],
+    "oucl": ["metaug-only-oucl", "oucl"],
+    "cmc": ["cmc"],
+}
 _REQUIRED_METRIC_KEYS = ("task", "dataset", "metric", "name", "value")
 #: How the card's first sentence names the training method, by the ``method`` of the folder's
 #: provenance (the run's config): a card says what trained the weights, never more.
 METHOD_TEXT = {
     "metaug": "**MetAug** (contrastive learning with meta\nfeature augmentation, Li et al., ICML 2022)",
-    "oucl": "**OUCL** (the unified contrastive loss of the MetAug paper, Li et al., ICML 2022, on its own:\n"
-            "no meta feature augmentation, no MetAug meta step)",
+    "oucl": "**MetAug (only OUCL)** (the MetAug paper's Table 1 name for its ablation: the unified\n"
+            "contrastive loss OUCL of Li et al., ICML 2022, on its own: no meta feature augmentation, no\n"
+            "MetAug meta step)",
     "cmc": "**CMC** (Contrastive Multiview Coding, Tian et al., 2020; the baseline of the MetAug paper)",
 }
 _LICENSE_TEXT = {
@@ -177,6 +187,23 @@ def method_text(config: EncoderConfig) -> str:
     return METHOD_TEXT.get(method, f"**{method}**")
 
 
+def method_tags(config: EncoderConfig) -> list[str]:
+    """The card's tags: the method's own (:data:`METHOD_TAGS`, none when the folder does not record
+    its method) followed by :data:`TAGS`."""
+    return [*METHOD_TAGS.get((config.provenance or {}).get("method"), []), *TAGS]
+
+
+def sections_text(sections: Sequence[Mapping[str, str]] | None) -> str:
+    """Extra card sections (``[{"title": ..., "body": ...}]``, e.g. what the meta diagnostics say)
+    as Markdown, each starting with a blank line; "" for none, so a card without them renders as before."""
+    out = []
+    for i, sec in enumerate(sections or []):
+        if set(sec) != {"title", "body"} or not all(isinstance(sec[k], str) and sec[k].strip() for k in sec):
+            raise ConfigError(f"card section {i} must be {{'title': str, 'body': str}} with text in both, got {sorted(sec)}")
+        out.append(f"\n\n## {sec['title'].strip()}\n\n{sec['body'].strip()}")
+    return "".join(out)
+
+
 def _select_hub_status(text: str, builtin: bool) -> str:
     """Keep the template's Hub-status block that applies (a template without one is unchanged)."""
     return _HUB_STATUS.sub(lambda m: m.group("builtin" if builtin else "other"), text, count=1)
@@ -196,6 +223,7 @@ def render_card(
     template: str | Path | None = None,
     notes: Sequence[str] | None = None,
     comparison_title: str = "Comparison with CMC at equal budget",
+    sections: Sequence[Mapping[str, str]] | None = None,
 ) -> str:
     """Render the release model card of a folder whose config is ``config``.
 
@@ -213,6 +241,8 @@ def render_card(
         template: another template file (default ``metaug_training/model_cards/encoder_card.md``).
         notes: release-specific limitations, each a sentence derived from the measurements
             (e.g. "below the random-init floor"); added to the card's Limitations list.
+        sections: further sections ``[{"title": ..., "body": ...}]`` rendered after the comparison
+            (:func:`sections_text`), each body measured elsewhere (e.g. the meta diagnostics).
 
     When ``repo_id`` is the repo of a built-in alias (``metaug_features.hub.MODEL_ALIASES``, read
     now), the usage lines load the model by that alias and the card's "Hub status" names the
@@ -230,7 +260,7 @@ def render_card(
     metadata = {
         "library_name": LIBRARY_NAME,
         "license": license,
-        "tags": list(TAGS),
+        "tags": method_tags(config),
         "datasets": list(HUB_DATASETS),
         "pipeline_tag": "image-feature-extraction",
         "model-index": model_index(name, metrics),
@@ -261,6 +291,7 @@ def render_card(
                                 if any("split" in m for m in metrics) else ["name", "dataset", "metric", "value"]),
         "comparison_title": comparison_title,
         "comparison": markdown_table(comparison) if comparison else "Not measured for this release.",
+        "sections": sections_text(sections),
         "license_text": _LICENSE_TEXT.get(license, license),
         "notes": "".join(f"\n- {n}" for n in (notes or [])),
     }
@@ -273,7 +304,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
     function ``(config, encoder) -> card text`` for the export step.
 
     The JSON holds ``metrics`` (required) and optionally ``recipe``, ``budget``, ``hardware``,
-    ``comparison``, ``comparison_title``, ``repo_id``, ``license``, ``notes`` — the keyword arguments of
+    ``comparison``, ``comparison_title``, ``repo_id``, ``license``, ``notes``, ``sections`` — the keyword arguments of
     :func:`render_card`.
     """
     p = Path(path)
@@ -285,7 +316,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
         raise ConfigError(f"{p} must be a JSON object with a 'metrics' list (and optional recipe, budget, "
                           f"hardware, comparison, repo_id, license)")
     unknown = sorted(set(spec) - {"metrics", "recipe", "budget", "hardware", "comparison", "comparison_title", "repo_id",
-                             "license", "notes"})
+                             "license", "notes", "sections"})
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}")
     metrics = check_metrics(spec["metrics"])
@@ -303,6 +334,7 @@ def card_renderer_from_json(path: str | Path) -> Callable[[EncoderConfig, MetAug
             encoder=encoder,
             notes=spec.get("notes"),
             comparison_title=spec.get("comparison_title", "Comparison with CMC at equal budget"),
+            sections=spec.get("sections"),
         )
 
     return render

@@ -1,7 +1,8 @@
 """The shipped models work anywhere: a plain (non-editable) install from a wheel, used from a
 folder outside the repository with the Hub offline, resolves ``hub/cifar10-conv`` and the
-aliases to the model folders installed with the package, and renders cards from the template
-installed with it."""
+aliases (the default MetAug (only OUCL) pair and the MetAug pair ``cifar10-metaug-{conv,fc}``) to
+the model folders installed with the package, and renders cards from the template installed with
+it. The wheel stays under 30 MB."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,11 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a wheel is built from (a copy, so the build leaves nothing in the checkout).
-SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "hub/cifar10-conv", "hub/cifar10-fc"]
+SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "hub/cifar10-conv", "hub/cifar10-fc",
+           "hub/cifar10-metaug-conv", "hub/cifar10-metaug-fc"]
+#: The most the wheel may weigh (issue #54: both shipped pairs travel in it).
+MAX_WHEEL_BYTES = 30 * 1000 * 1000
+SHIPPED = ("cifar10-conv", "cifar10-fc", "cifar10-metaug-conv", "cifar10-metaug-fc")
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -45,6 +51,12 @@ def installed(tmp_path_factory) -> Path:
             shutil.copy2(REPO / name, src / name)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w", str(root / "dist")])
     (wheel,) = (root / "dist").glob("metaug_features-*.whl")
+    # both pairs, nothing else of hub/, and under the size limit
+    names = zipfile.ZipFile(wheel).namelist()
+    bundled = sorted({n.split("/")[2] for n in names if n.startswith("metaug_features/_bundled_models/")
+                      and n.count("/") == 3})
+    assert bundled == sorted(SHIPPED), bundled
+    assert wheel.stat().st_size < MAX_WHEEL_BYTES, f"the wheel weighs {wheel.stat().st_size:,} bytes"
     target = root / "site"
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
     return target
@@ -87,3 +99,29 @@ def test_wheel_extracts_with_the_shipped_model_offline(installed, tmp_path):
     assert Path(facts["package"]).is_relative_to(installed), facts  # not the checkout's copy
     assert Path(facts["fc"]).is_relative_to(installed) and facts["dim"] == 3072
     assert Path(facts["template"]).is_relative_to(installed) and facts["template_ok"]
+
+
+def test_wheel_loads_the_metaug_model_offline_from_any_folder(installed, tmp_path):
+    """load_encoder("cifar10-metaug-conv") after a plain wheel install, outside the repository, with
+    the Hub offline: the installed copy of campaign 1's MetAug weights, same features as the
+    repository's folder; the default alias is still the other (MetAug (only OUCL)) model."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    images = sorted((REPO / "examples" / "cifar10-sample" / "cat").glob("*.jpg"))[:4]
+    code = (
+        "import json, sys, numpy as np\n"
+        "from metaug_features import load_encoder\n"
+        "from metaug_features.hub import resolve_model_dir\n"
+        "enc = load_encoder('cifar10-metaug-conv')\n"
+        "np.save('feats.npy', enc.extract(sys.argv[1:]).numpy())\n"
+        "print(json.dumps({'folder': str(resolve_model_dir('cifar10-metaug-conv')), 'method': enc.config.provenance['method'],\n"
+        "                  'default_method': load_encoder('cifar10-conv').config.provenance['method'],\n"
+        "                  'fc': str(resolve_model_dir('cifar10-metaug-fc'))}))"
+    )
+    res = _run([sys.executable, "-c", code, *map(str, images)], cwd=work, env=_env(installed, tmp_path))
+    facts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert Path(facts["folder"]).is_relative_to(installed) and Path(facts["fc"]).is_relative_to(installed), facts
+    assert Path(facts["folder"]).name == "cifar10-metaug-conv"
+    assert (facts["method"], facts["default_method"]) == ("metaug", "oucl")
+    expected = load_encoder(REPO / "hub" / "cifar10-metaug-conv").extract(images).numpy()
+    np.testing.assert_allclose(np.load(work / "feats.npy"), expected, atol=1e-5)

@@ -12,8 +12,9 @@ one module per subcommand:
 - :mod:`.cards`            card-metrics files of the first release; re-render shipped cards
 - :mod:`.campaign`         the CPU training campaign's rows, table and plot
 - :mod:`.campaign_cards`   the campaign release's cards and RESULTS.md summary
+- :mod:`.meta_diagnostics_card`  the cards' section on what the meta diagnostics say about the MAGs
 - :mod:`.campaign_final`   the last leg: paper-probe row and RESULTS.md's final table
-- :mod:`.readme`           the README's "Released models" section
+- :mod:`.readme`           the README's "Released models" section (every shipped pair)
 - :mod:`.reproduce`        re-measure a released folder's card k-NN claims
 - :mod:`.study`            the recipe study (#34): rows, table, plot
 - :mod:`.view_generators`  the IDAA / A2 comparison table (#6)

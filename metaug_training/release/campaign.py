@@ -39,7 +39,7 @@ from typing import Any
 
 from metaug_features.errors import MetAugError
 
-from .paths import BENCHMARKS, FIRST_RELEASE, REPO, RECIPES, repo_relative
+from .paths import BENCHMARKS, FIRST_RELEASE, HUB, REPO, RECIPES, repo_relative
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import log_records, run_config, training_time
 from .row_files import read_jsonl, rows_sha256, save_plot, write_jsonl  # noqa: F401 (rows_sha256: the plot's fingerprint, named here)
@@ -51,8 +51,19 @@ OUT = BENCHMARKS / "campaign"
 DOC = BENCHMARKS / "CAMPAIGN.md"
 #: Marks the last leg's row: an evaluation of the finished run's weights, no training.
 FINAL_KIND = "final-evaluation"
-#: Display names of the training methods (``method`` of a recipe / a folder's provenance).
-METHOD_LABELS = {"metaug": "MetAug", "oucl": "OUCL", "cmc": "CMC"}
+#: Display names of the training methods (``method`` of a recipe / a folder's provenance). OUCL on
+#: its own is what the MetAug paper's Table 1 calls "MetAug (only OUCL)": every generated text that
+#: names the method of OUCL-trained weights uses that name, never plain "MetAug".
+METHOD_LABELS = {"metaug": "MetAug", "oucl": "MetAug (only OUCL)", "cmc": "CMC"}
+#: The layers of a shipped pair: ``hub/<release_name>-conv`` and ``hub/<release_name>-fc``.
+RELEASE_LAYERS = ("conv", "fc")
+#: Meta-diagnostics records of finished runs (``metaug-meta-diagnostics``), one JSON per model.
+META_DIAGNOSTICS = BENCHMARKS / "meta_diagnostics"
+
+
+def method_label(method: str | None) -> str:
+    """How generated text names a training method (:data:`METHOD_LABELS`; the key itself when unknown)."""
+    return METHOD_LABELS.get(method, str(method))
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,10 @@ class Campaign:
     run_dir: the run's committed folder (``log.jsonl``, ``config.json``, ``state/``); the trainer
     writes into ``run_dir/full`` (git-ignored). out: where its evaluation reports
     (``legN.json``) and card files go. section: the CAMPAIGN.md / RESULTS.md section of its
-    rows' table. issues: the issues of its legs (headings)."""
+    rows' table. issues: the issues of its legs (headings). release_name: its shipped pair is
+    ``hub/<release_name>-{conv,fc}``, loaded by the aliases of the same names
+    (``metaug_features.hub.MODEL_ALIASES``). diagnostics: the meta-diagnostics record of its final
+    weights, rendered on its cards when the file exists (None: the method has no meta step)."""
 
     number: int
     recipe: Path
@@ -71,6 +85,8 @@ class Campaign:
     out: Path
     section: str
     issues: str
+    release_name: str
+    diagnostics: Path | None = None
 
     @property
     def full(self) -> Path:
@@ -95,8 +111,20 @@ class Campaign:
 
     @property
     def label(self) -> str:
-        """How tables and plots name it: "campaign 2 (OUCL)"."""
-        return f"campaign {self.number} ({METHOD_LABELS.get(self.method, self.method)})"
+        """How tables and plots name it: "campaign 2, MetAug (only OUCL)"."""
+        return f"campaign {self.number}, {method_label(self.method)}"
+
+    def alias(self, layer: str) -> str:
+        """The built-in alias (and hub/ folder name) of the campaign's shipped ``layer`` folder."""
+        return f"{self.release_name}-{layer}"
+
+    def folder(self, layer: str, hub: Path = HUB) -> Path:
+        """The campaign's shipped ``layer`` folder under ``hub``."""
+        return hub / self.alias(layer)
+
+    def shipped(self, hub: Path = HUB) -> bool:
+        """True when both of the campaign's folders are in ``hub`` (with a config)."""
+        return all((self.folder(layer, hub) / "config.json").is_file() for layer in RELEASE_LAYERS)
 
     def default_run(self) -> Path:
         """The folder a row's training minutes come from: the trainer's own folder when it is on
@@ -107,10 +135,11 @@ class Campaign:
 CAMPAIGNS = {
     1: Campaign(number=1, recipe=RECIPES / "cifar10-alexnet32-metaug.json",
                 run_dir=REPO / "runs" / "cifar10-alexnet32-metaug", legs=5, out=OUT, section="campaign",
-                issues="#14-#18"),
+                issues="#14-#18", release_name="cifar10-metaug",
+                diagnostics=META_DIAGNOSTICS / "campaign1-final.json"),
     2: Campaign(number=2, recipe=RECIPES / "study-oucl-shared.json",
                 run_dir=REPO / "runs" / "study" / "oucl-shared", legs=6, out=OUT / "c2", section="campaign2",
-                issues="#34, #36-#40"),
+                issues="#34, #36-#40", release_name="cifar10"),
 }
 
 # Campaign 1's names, as the tooling used them before there were several campaigns.
@@ -119,6 +148,16 @@ RUN = CAMPAIGNS[1].full
 LEGS = CAMPAIGNS[1].legs
 #: The section of CAMPAIGN.md (the rows' table) and of RESULTS.md (the released state).
 SECTION = CAMPAIGNS[1].section
+
+
+#: The release name of the default aliases ``cifar10-conv`` / ``cifar10-fc`` (the best model).
+DEFAULT_RELEASE_NAME = "cifar10"
+
+
+def shipped_campaigns(hub: Path = HUB) -> list[Campaign]:
+    """The campaigns whose pair of folders is in ``hub``: the default pair's first, then by number."""
+    shipped = [c for c in CAMPAIGNS.values() if c.shipped(hub)]
+    return sorted(shipped, key=lambda c: (c.release_name != DEFAULT_RELEASE_NAME, c.number))
 
 
 def get_campaign(number: int) -> Campaign:
@@ -213,8 +252,9 @@ def final_evaluation(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def current_release_row(rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    """The row the shipped folders come from: the last released training row of any campaign
-    (rows in file order: by campaign, then leg), or None when no leg was released."""
+    """The row the default shipped folders (``hub/cifar10-{conv,fc}``) come from: the last released
+    training row of any campaign (rows in file order: by campaign, then leg), or None when no leg
+    was released. Given one campaign's rows: the row its own shipped pair comes from."""
     released = [r for r in training_rows(all_rows() if rows is None else rows) if r.get("released")]
     return released[-1] if released else None
 
@@ -322,7 +362,7 @@ def results_section(campaign: int, rows: list[dict[str, Any]]) -> str:
     """RESULTS.md's section of a later campaign's legs (campaign 1's table is in CAMPAIGN.md only)."""
     c = get_campaign(campaign)
     return (f"## Training campaign {campaign}: the legs ({c.issues})\n\n"
-            f"`{c.recipe.relative_to(REPO).as_posix()}` ({METHOD_LABELS.get(c.method, c.method)}), {c.legs} legs "
+            f"`{c.recipe.relative_to(REPO).as_posix()}`, {method_label(c.method)}, {c.legs} legs "
             f"planned, continuing the run in `{c.run_dir.relative_to(REPO).as_posix()}`; training minutes from its "
             f"log since the run's start. Generated by `metaug-release campaign row --campaign {campaign}` from "
             f"`benchmarks/campaign.jsonl` (accuracy in %, 10,000 test images; `benchmarks/CAMPAIGN.md`, "

@@ -1,7 +1,10 @@
 """The campaign release's card-metrics files (``benchmarks/campaign/card-{conv,fc}.json``), their
 summary and RESULTS.md's "Training campaign: the released state" section
-(``metaug-release campaign cards``); ``metaug-export --card-metrics`` renders the files into
-``hub/cifar10-{conv,fc}`` and ``metaug-release campaign recard`` re-renders the shipped cards."""
+(``metaug-release campaign cards``); ``metaug-export --card-metrics`` renders the files into the
+campaign's shipped folders (:meth:`.campaign.Campaign.folder`: ``hub/cifar10-{conv,fc}`` for campaign
+2, the default; ``hub/cifar10-metaug-{conv,fc}`` for campaign 1) and ``metaug-release campaign
+recard`` re-renders the shipped cards. A campaign with a meta-diagnostics record
+(:attr:`.campaign.Campaign.diagnostics`) gets its section on the cards (:mod:`.meta_diagnostics_card`)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from metaug_features.atomic import atomic_write_text
+from metaug_features.feature_files import sha256_file
+from metaug_features.hub import MODEL_ALIASES
 from metaug_training.schedule import cosine_factor
 
 from . import cards
-from .campaign import (METHOD_LABELS, OUT, Campaign, campaign_of, final_evaluation, get_campaign, read_rows, row_of,
+from .campaign import (DEFAULT_RELEASE_NAME, RELEASE_LAYERS, Campaign, all_rows, campaign_of,
+                       current_release_row, final_evaluation, get_campaign, method_label, read_rows, row_of,
                        schedule_complete)
-from .paths import FIRST_RELEASE, HUB, REPO, RESULTS
+from .meta_diagnostics_card import diagnostics_section, load_diagnostics
+from .paths import FIRST_RELEASE, HUB, REPO, RESULTS, repo_relative
 from .records import EncoderEvaluation, load_evaluation
 from .run_log import run_budget
 from .sections import write_section
@@ -28,8 +35,10 @@ THIS, CMC_FIRST = "MetAug (this model)", "CMC, first release"
 
 
 def this_model(method: str) -> str:
-    """The comparison row name of the released model: its method, from the run's recipe."""
-    return f"{METHOD_LABELS.get(method, method)} (this model)"
+    """The comparison row name of the released model: its method, from the run's recipe
+    ("MetAug (this model)"; "MetAug (only OUCL), this model", not two pairs of brackets)."""
+    label = method_label(method)
+    return f"{label}, this model" if label.endswith(")") else f"{label} (this model)"
 
 
 def campaign_name(c: Campaign) -> str:
@@ -56,12 +65,15 @@ def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: 
     ``final``: the last leg's evaluation-only row (:func:`.campaign_final.final_row`), when it has
     run: each card gains its layer's paper-probe metric and the final note quotes both layers.
     The campaign is the row's (``campaign`` field); ``recipe_path`` defaults to its recipe, whose
-    ``method`` names the model on the card (MetAug, OUCL, ...)."""
+    ``method`` names the model on the card (MetAug, MetAug (only OUCL), ...). The repo id is that of
+    the campaign's alias (:meth:`.campaign.Campaign.alias`); the campaign's meta-diagnostics record,
+    when there is one, adds its section (:func:`meta_diagnostics_sections`)."""
     c = get_campaign(campaign_of(row))
     recipe_path = recipe_path or c.recipe
     recipe = json.loads(recipe_path.read_text())
     this = this_model(recipe["method"])
     cmc_budget = run_budget(cmc_run)
+    sections = meta_diagnostics_sections(c, row, recipe)
     evals = {this: evaluation, CMC_FIRST: load_evaluation(cmc_eval), cards.FLOOR: load_evaluation(floor_eval)}
     budgets = {this: {"epochs": row["epoch"]}, CMC_FIRST: cmc_budget, cards.FLOOR: None}
     rows = cards.comparison_rows(evals, budgets)
@@ -86,7 +98,7 @@ def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: 
     specs = {}
     for layer in cards.LAYERS:
         m, fl = evals[this][layer], evals[cards.FLOOR][layer]
-        notes = _status_notes(row, final, o["epochs"], done, f, c)
+        notes = _status_notes(row, final, o["epochs"], done, f, c) + _default_note(c, row)
         for name, get in (("weighted k-NN k=200", lambda e: e.knn[200]), ("fast linear probe", lambda e: e.probe)):
             if get(m) < get(fl):
                 notes.append(f"**Below the random-init floor** on `{layer}` for {name} ({get(m):.2f} vs {get(fl):.2f}).")
@@ -94,8 +106,11 @@ def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: 
         if final is not None:
             metrics.append(paper_probe_metric(final, layer))
         specs[layer] = {"metrics": metrics, "recipe": recipe, "budget": budget,
-                        "hardware": hardware, "comparison": rows, "repo_id": cards.REPO_IDS[layer], "license": "mit",
-                        "notes": notes, "comparison_title": "Comparison with the first release's CMC and the random-init floor"}
+                        "hardware": hardware, "comparison": rows, "repo_id": MODEL_ALIASES[c.alias(layer)][0],
+                        "license": "mit", "notes": notes,
+                        "comparison_title": "Comparison with the first release's CMC and the random-init floor"}
+        if sections:
+            specs[layer]["sections"] = sections
     from metaug_training.model_card import markdown_table
 
     summary = ((f"Campaign {c.number}, leg" if c.number != 1 else "Campaign leg")
@@ -104,6 +119,50 @@ def card_specs(evaluation: EncoderEvaluation, row: dict[str, Any], recipe_path: 
                f"CMC row: the first release's 90-minute run ({cmc_budget['epochs']} epochs).\n\n"
                + markdown_table(rows) + "\n")
     return specs, summary
+
+
+def weight_files(c: Campaign, row: dict[str, Any], hub: Path = HUB) -> dict[str, str]:
+    """sha256 -> how a card names the file, for every file that holds the weights of ``row``: the
+    evaluated weights (the ``fc`` folder's), the ``conv`` folder's truncation of them when shipped,
+    and the run's committed state when it is at the row's step (it holds the MAGs too)."""
+    fc, conv = c.folder("fc", hub), c.folder("conv", hub)
+    out = {row["weights_sha256"]: f"the released weights, `hub/{fc.name}/model.safetensors` (`hub/{conv.name}` "
+                                  f"holds the same tensors up to conv5)"}
+    if (conv / "model.safetensors").is_file():
+        out.setdefault(sha256_file(conv / "model.safetensors"),
+                       f"the released `conv` weights, `hub/{conv.name}/model.safetensors`")
+    state, weights = c.state / "state.json", c.state / "weights.safetensors"
+    if state.is_file() and weights.is_file() and json.loads(state.read_text()).get("step") == row["step"]:
+        out.setdefault(sha256_file(weights), f"the run's committed state at the released step, "
+                                             f"`{repo_relative(weights)}` (the encoder and the MAGs)")
+    return out
+
+
+def meta_diagnostics_sections(c: Campaign, row: dict[str, Any], recipe: dict[str, Any]) -> list[dict[str, str]]:
+    """The card's meta-diagnostics section (:mod:`.meta_diagnostics_card`), when the campaign has a
+    record and ``row`` is its shipped (last released) row, whose weights the record must be of; none
+    before the record exists, for a method without a meta step, or for an earlier leg's cards."""
+    if c.diagnostics is None or not c.diagnostics.is_file():
+        return []
+    shipped = current_release_row(read_rows(campaign=c.number))
+    if shipped is None or shipped["weights_sha256"] != row["weights_sha256"]:
+        return []
+    diag = load_diagnostics(c.diagnostics)
+    return [diagnostics_section(diag, weight_files(c, row), repo_relative(c.diagnostics), recipe.get("metaug"))]
+
+
+def _default_note(c: Campaign, row: dict[str, Any]) -> list[str]:
+    """For a campaign whose pair is not the default one: which model the default aliases load,
+    with both k-NN numbers from the campaign rows (nothing for the default pair itself)."""
+    default = current_release_row(all_rows())
+    if c.release_name == DEFAULT_RELEASE_NAME or default is None or campaign_of(default) == c.number:
+        return []
+    d = get_campaign(campaign_of(default))
+    return [f"**Not the default model.** `load_encoder(\"{d.alias('conv')}\")` / `\"{d.alias('fc')}\"` load "
+            f"{method_label(d.method)} from {campaign_name(d)} (k-NN k=200 `conv` {default['knn_conv_k200']:.2f} / "
+            f"`fc` {default['knn_fc_k200']:.2f} against this model's {row['knn_conv_k200']:.2f} / "
+            f"{row['knn_fc_k200']:.2f}; one training run each). This folder is the {method_label(c.method)} model of "
+            f"{campaign_name(c)}."]
 
 
 def _status_notes(row: dict[str, Any], final: dict[str, Any] | None, epochs: int, done: bool, f: float,
@@ -129,8 +188,8 @@ def _status_notes(row: dict[str, Any], final: dict[str, Any] | None, epochs: int
 
 def write_cards(row: dict[str, Any], final: dict[str, Any] | None, output: Path | None = None) -> list[Path]:
     """card-conv.json, card-fc.json and summary.md of the release made from ``row`` (with the
-    final evaluation's paper probe when it has run), and RESULTS.md's campaign section; returns
-    the written paths."""
+    final evaluation's paper probe when it has run), and RESULTS.md's campaign section when the
+    campaign made the default pair; returns the written paths."""
     c = get_campaign(campaign_of(row))
     output = output or c.out
     specs, summary = card_specs(load_evaluation(REPO / row["eval"]), row, final=final)
@@ -140,8 +199,17 @@ def write_cards(row: dict[str, Any], final: dict[str, Any] | None, output: Path 
         atomic_write_text(output / f"card-{layer}.json", json.dumps(spec, indent=2) + "\n")
         written.append(output / f"card-{layer}.json")
     atomic_write_text(output / "summary.md", summary)
+    if not _is_default_release(c):
+        return [*written, output / "summary.md"]
     write_section(RESULTS, released_heading(c) + summary, "campaign")
     return [*written, output / "summary.md", RESULTS]
+
+
+def _is_default_release(c: Campaign) -> bool:
+    """True when ``c`` made the default pair: RESULTS.md's released-state section is its summary
+    (another shipped campaign's cards must not replace that section)."""
+    row = current_release_row(all_rows())
+    return row is None or campaign_of(row) == c.number
 
 
 def released_heading(c: Campaign) -> str:
@@ -158,7 +226,9 @@ def cards_for_leg(leg: int, output: Path | None = None, campaign: int = 1) -> li
     return write_cards(row_of(rows, leg), final_evaluation(rows), output or get_campaign(campaign).out)
 
 
-def recard_shipped(hub: Path = HUB, cards_dir: Path = OUT) -> list[Path]:
-    """``metaug-release campaign recard``: re-render ``hub/cifar10-{conv,fc}/README.md`` from the
-    campaign's card files (no checkpoint needed; the weights are not touched)."""
-    return [cards.recard(hub / f"cifar10-{layer}", cards_dir / f"card-{layer}.json") for layer in cards.LAYERS]
+def recard_shipped(campaign: int = 1, hub: Path = HUB) -> list[Path]:
+    """``metaug-release campaign recard``: re-render the campaign's shipped cards
+    (``hub/<release_name>-{conv,fc}/README.md``) from its card files (no checkpoint needed; the
+    weights are not touched)."""
+    c = get_campaign(campaign)
+    return [cards.recard(c.folder(layer, hub), c.out / f"card-{layer}.json") for layer in RELEASE_LAYERS]

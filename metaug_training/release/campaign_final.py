@@ -12,8 +12,9 @@ from typing import Any, Callable, Sequence
 
 from metaug_features.errors import MetAugError
 
-from .campaign import (CAMPAIGNS, FINAL_KIND, METHOD_LABELS, all_rows, campaign_of, current_release_row,
-                       final_evaluation, get_campaign, plot, read_rows, schedule_complete, write_rows, write_tables)
+from .campaign import (CAMPAIGNS, DEFAULT_RELEASE_NAME, FINAL_KIND, METHOD_LABELS, Campaign, all_rows, campaign_of,
+                       current_release_row, final_evaluation, get_campaign, plot, read_rows, schedule_complete,
+                       write_rows, write_tables)
 from .campaign_cards import PAPER_ALEXNET224, write_cards
 from .paths import FIRST_RELEASE, REPO, RESULTS, repo_relative
 from .records import load_evaluation
@@ -21,6 +22,19 @@ from .run_log import run_budget
 from .sections import write_section
 
 FINAL_SECTION = "campaign_final"
+#: The folder ``campaign_final.sh`` probes: the default pair's, where every campaign's final model was
+#: shipped when its last leg ran.
+PROBED_FOLDER = f"hub/{DEFAULT_RELEASE_NAME}-fc"
+
+
+def _folders(c: Campaign) -> str:
+    """Where the campaign's final weights are (and, when they moved since, where they were evaluated)."""
+    fc, conv = f"hub/{c.alias('fc')}", f"hub/{c.alias('conv')}"
+    where = f"`{fc}`, whose `conv` features equal `{conv}`'s"
+    if fc != PROBED_FOLDER:
+        where += (f"; shipped as `{PROBED_FOLDER}` and `hub/{DEFAULT_RELEASE_NAME}-conv` when this leg ran, "
+                  f"until a later campaign's model took those names")
+    return where
 
 
 def final_section(campaign: int) -> str:
@@ -131,12 +145,14 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
 
     this = "campaign final" if c.number == 1 else f"campaign {c.number} final"
     for layer in ("conv", "fc"):
-        add(f"**{label(ev)}, {this}** (`hub/cifar10-{layer}`)", layer, final[f"paper_probe_{layer}"], ev,
+        add(f"**{label(ev)}, {this}** (`hub/{c.alias(layer)}`)", layer, final[f"paper_probe_{layer}"], ev,
             f"{final['epoch']:g}", _compute(final["training_minutes"], 2))
     before = [(f0, r0, load_evaluation(REPO / r0["eval"])) for f0, r0 in earlier]
     for f0, r0, ev0 in before:
+        c0 = get_campaign(campaign_of(r0))
         for layer in ("conv", "fc"):
-            add(f"{label(ev0)}, campaign {campaign_of(r0)} final (replaced)", layer, f0[f"paper_probe_{layer}"], ev0,
+            where = f"(`hub/{c0.alias(layer)}`)" if c0.shipped() else "(replaced)"
+            add(f"{label(ev0)}, campaign {c0.number} final {where}", layer, f0[f"paper_probe_{layer}"], ev0,
                 f"{f0['epoch']:g}", _compute(f0["training_minutes"], 2))
     for layer in ("conv", "fc"):
         add("MetAug paper, `alexnet224` (reference, not like-for-like)", layer, PAPER_ALEXNET224[layer], None, "-",
@@ -156,18 +172,18 @@ def final_table(final: dict[str, Any], released: dict[str, Any], release_dir: Pa
         heading, whose = "## Training campaign: the final model's full evaluation (#18)", "The campaign's run"
     else:
         heading = f"## Training campaign {c.number}: the final model's full evaluation ({c.issues})"
-        whose = (f"Campaign {c.number}'s run ({label(ev)}, `{c.recipe.relative_to(REPO).as_posix()}`)")
+        whose = f"Campaign {c.number}'s run, {label(ev)} with `{c.recipe.relative_to(REPO).as_posix()}`,"
     lines = [
         heading, "",
         f"{whose} finished its {final['planned_epochs']}-epoch schedule in leg {released['leg']} "
         f"(step {released['step']:,}, {final['training_minutes']} training minutes on the 2-core CPU); leg "
-        f"{final['leg']} ({final['date_utc'][:10]}) evaluated those weights (`hub/cifar10-fc`, whose `conv` features "
-        f"equal `hub/cifar10-conv`'s) on the 10,000 test images.", "",
+        f"{final['leg']} ({final['date_utc'][:10]}) evaluated those weights ({_folders(c)}) on the 10,000 test "
+        f"images.", "",
         f"- Paper-protocol linear probe (docs/METHODS.md section 7): frozen encoder in eval mode, one linear layer, SGD lr 0.1 "
         f"momentum 0.9, batch 256, {final['paper_probe_epochs']} epochs, lr x0.2 at 30/40/50, RandomResizedCrop "
         f"(0.2-1) + flip on the 50,000 train images every epoch; {final['paper_probe_summary']}. "
         f"`bash benchmarks/campaign_final.sh {final['leg']}{c.script_arg}` ran `metaug-eval --threads 2 paper-probe --model "
-        f"hub/cifar10-fc --layer L --average-last 5 ...` ({mins['conv']} min for conv, {mins['fc']} min for fc); "
+        f"{PROBED_FOLDER} --layer L --average-last 5 ...` ({mins['conv']} min for conv, {mins['fc']} min for fc); "
         f"reports: `{reports['conv']}`, `{reports['fc']}`.",
         f"- The other columns are the fast evaluation of leg {released['leg']} (`{released['eval']}`): weighted "
         f"k-NN (T 0.07), features-once logistic regression, k-means (k 10) NMI in percent and Hungarian accuracy.",
@@ -212,6 +228,8 @@ def _versus(final: dict[str, Any], ev: Any, f0: dict[str, Any], r0: dict[str, An
             label: Callable[[Any], str]) -> str:
     """The reading's comparison of this campaign's final model with an earlier campaign's."""
     n0 = campaign_of(r0)
+    c0 = get_campaign(n0)
+    shipped = (f" and ship as `hub/{c0.alias('conv')}` / `hub/{c0.alias('fc')}`" if c0.shipped() else "")
 
     def diff(metric: str, get: Callable[[str], tuple[float, float]]) -> str:
         """One metric's clause: metric, then per layer the difference and (ours vs theirs), from
@@ -221,7 +239,7 @@ def _versus(final: dict[str, Any], ev: Any, f0: dict[str, Any], r0: dict[str, An
 
     return (f"Against campaign {n0}'s final model ({label(ev0)}, {f0['planned_epochs']} epochs in "
             f"{f0['training_minutes']} training minutes; its weights are in the committed state "
-            f"`{repo_relative(get_campaign(n0).state)}`): "
+            f"`{repo_relative(c0.state)}`{shipped}): "
             + "; ".join((diff("paper probe", lambda m: (final[f"paper_probe_{m}"], f0[f"paper_probe_{m}"])),
                          diff("fast probe", lambda m: (ev[m].probe, ev0[m].probe)),
                          diff("k-NN k=200", lambda m: (ev[m].knn[200], ev0[m].knn[200]))))

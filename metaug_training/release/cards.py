@@ -22,8 +22,9 @@ from .run_log import run_budget
 DATASET = "CIFAR-10 (JPEG q75)"
 TASK = "image-classification"
 LAYERS = ("conv", "fc")
-#: The Hub repos the cards are written for: those the built-in aliases point to.
-REPO_IDS = {layer: MODEL_ALIASES[f"cifar10-{layer}"][0] for layer in LAYERS}
+#: The Hub repos the first release's cards are written for: it was MetAug (v0.1.0), so the repos
+#: of the MetAug aliases (a campaign's cards take its own aliases': :meth:`.campaign.Campaign.alias`).
+REPO_IDS = {layer: MODEL_ALIASES[f"cifar10-metaug-{layer}"][0] for layer in LAYERS}
 #: Names of the first release's comparison rows (card tables and notes).
 THIS, CMC_EQUAL, FLOOR = "MetAug (this model)", "CMC, equal budget", "random init (floor)"
 

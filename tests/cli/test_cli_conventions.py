@@ -24,6 +24,7 @@ from metaug_features import __version__
 from metaug_features.device import check_device_spec, resolve_device
 from metaug_features.errors import MetAugError
 from metaug_features.feature_files import FeatureSet, write_feature_set
+from _cli_helpers import assert_user_error
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,33 +167,25 @@ def _user_errors(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-def _assert_user_error(res, *needles: str) -> None:
-    assert res.exit_code == 2, res.output + repr(res.exception)
-    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-
-
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_user_error_exits_2_with_one_line(name, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # dataset caches land here
-    _assert_user_error(CliRunner().invoke(_command(name), _user_errors(tmp_path)[name]))
-    _assert_user_error(CliRunner().invoke(_command(name), ["--no-such-option"]), "--no-such-option")
+    assert_user_error(CliRunner().invoke(_command(name), _user_errors(tmp_path)[name]))
+    assert_user_error(CliRunner().invoke(_command(name), ["--no-such-option"]), "--no-such-option")
 
 
 @pytest.mark.parametrize("name,sub", [("metaug-extract", []), ("metaug-eval", ["paper-probe"]),
                                       ("metaug-train", []), ("metaug-train-vae", []), ("metaug-a2-search", []),
                                       ("metaug-release", ["reproduce"])])
 def test_bad_device_is_a_usage_error(name, sub):
-    _assert_user_error(CliRunner().invoke(_command(name), [*sub, "--device", "gpu"]), "unknown device 'gpu'")
+    assert_user_error(CliRunner().invoke(_command(name), [*sub, "--device", "gpu"]), "unknown device 'gpu'")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_missing_gpu_is_a_user_error(tmp_path):
     res = CliRunner().invoke(_command("metaug-train"), ["--config", "cifar10-cmc", "--device", "cuda:0",
                                                         "-o", str(tmp_path / "run"), f"data.path={tmp_path}"])
-    _assert_user_error(res, "no CUDA GPU is available")
+    assert_user_error(res, "no CUDA GPU is available")
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -219,27 +212,27 @@ def test_positional_output_still_works_and_must_agree(tmp_path):
     export = _command("metaug-export")
     ckpt = str(tmp_path / "missing.pt")
     # the old form parses (and reaches the checkpoint check)
-    _assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "out")]), "no checkpoint")
-    _assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "out"), "-o", str(tmp_path / "x/../out")]),
+    assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "out")]), "no checkpoint")
+    assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "out"), "-o", str(tmp_path / "x/../out")]),
                        "no checkpoint")
-    _assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "a"), "-o", str(tmp_path / "b")]),
+    assert_user_error(CliRunner().invoke(export, [ckpt, str(tmp_path / "a"), "-o", str(tmp_path / "b")]),
                        "two output folders")
-    _assert_user_error(CliRunner().invoke(export, [ckpt]), "Missing option '--output' / '-o'")
+    assert_user_error(CliRunner().invoke(export, [ckpt]), "Missing option '--output' / '-o'")
     assert re.search(r"Usage: \S+ \[OPTIONS\] CHECKPOINT\n", CliRunner().invoke(export, ["--help"]).output)
 
 
 def test_hidden_old_option_names_still_parse(tmp_path):
     ev = _command("metaug-eval")
     missing = str(tmp_path / "missing")
-    _assert_user_error(CliRunner().invoke(ev, ["plot", "--features", missing, "--out-dir", str(tmp_path / "p")]),
+    assert_user_error(CliRunner().invoke(ev, ["plot", "--features", missing, "--out-dir", str(tmp_path / "p")]),
                        missing)
-    _assert_user_error(CliRunner().invoke(ev, ["all", "--train", missing, "--test", missing, "--plots", missing]),
+    assert_user_error(CliRunner().invoke(ev, ["all", "--train", missing, "--test", missing, "--plots", missing]),
                        missing)
 
 
 def test_train_shortcuts_conflict_with_a_different_override(tmp_path):
     res = CliRunner().invoke(_command("metaug-train"), ["--config", "cifar10-cmc", "--device", "cpu", "run.device=cuda"])
-    _assert_user_error(res, "run.device is set twice")
+    assert_user_error(res, "run.device is set twice")
 
 
 # ---------------------------------------------------------------------- printed paths

@@ -24,7 +24,8 @@ def test_parse_hub_ref():
 
 
 def test_alias_table_is_pinned():
-    assert {"cifar10-conv", "cifar10-fc"} <= set(MODEL_ALIASES)
+    assert {"cifar10-conv", "cifar10-fc", "cifar10-metaug-conv", "cifar10-metaug-fc"} <= set(MODEL_ALIASES)
+    assert len({repo_id for repo_id, _ in MODEL_ALIASES.values()}) == len(MODEL_ALIASES)   # one repo per folder
     for repo_id, revision in MODEL_ALIASES.values():
         assert parse_hub_ref(repo_id) == (repo_id, None) and revision == RELEASE_TAG
 
@@ -38,6 +39,21 @@ def test_shipped_model_resolves_offline_from_any_folder(ref, tmp_path, monkeypat
     # In a checkout the shipped copy is the repository's hub/ (tests/test_wheel_install.py
     # covers the installed package's copy).
     assert folder.resolve() == (REPO / "hub" / "cifar10-conv").resolve()
+
+
+@pytest.mark.parametrize("ref", ["cifar10-metaug-conv", "hub/cifar10-metaug-conv", "cifar10-metaug-fc"])
+def test_metaug_alias_resolves_offline_to_its_bundled_folder(ref, tmp_path, monkeypatch):
+    """The MetAug pair (campaign 1) ships beside the default pair: its aliases resolve offline to
+    its own folders, never to the default ones; the default aliases stay MetAug (only OUCL)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = ref.split("/")[-1]
+    folder = resolve_model_dir(ref)
+    assert folder.resolve() == (REPO / "hub" / name).resolve() == bundled_model_dir(name).resolve()
+    assert MODEL_ALIASES[name][0].endswith(f"/metaug-alexnet32-{name.replace('-metaug', '')}")
+    for default in ("cifar10-conv", "cifar10-fc"):
+        assert "/metaug-only-oucl-alexnet32-" in MODEL_ALIASES[default][0]
+        assert resolve_model_dir(default).resolve() == (REPO / "hub" / default).resolve()
 
 
 def test_every_alias_is_shipped():

@@ -1,6 +1,7 @@
 """Campaign 2 (OUCL, continuing the recipe study's ``oucl-shared`` run): its definition beside
 campaign 1's, its leg-1 row taken from the study's records, both campaigns in the tables and the
-plot, the leg script, and cards that say OUCL, never MetAug."""
+plot, the leg script, and cards that say "MetAug (only OUCL)" (the MetAug paper's Table 1 name for
+OUCL on its own), never plain MetAug."""
 
 from __future__ import annotations
 
@@ -60,7 +61,11 @@ def test_campaigns_are_one_dict_literal_and_campaign_1_is_unchanged():
         str(C2.full.relative_to(REPO)), str(C2.state.relative_to(REPO)))
     assert C2.legs == recipe["_plan"]["legs"] == 6
     assert C2.eval_path(2) == REPO / "benchmarks" / "campaign" / "c2" / "leg2.json"
-    assert C2.label == "campaign 2 (OUCL)"
+    assert C2.label == "campaign 2, MetAug (only OUCL)" and C1.label == "campaign 1, MetAug"
+    # each campaign ships its own pair: campaign 2 the default aliases, campaign 1 the MetAug ones
+    assert (C1.alias("fc"), C2.alias("fc")) == ("cifar10-metaug-fc", "cifar10-fc")
+    assert C1.folder("conv") == REPO / "hub" / "cifar10-metaug-conv"
+    assert C1.diagnostics == REPO / "benchmarks" / "meta_diagnostics" / "campaign1-final.json" and C2.diagnostics is None
 
 
 def test_rows_without_campaign_are_campaign_1_and_file_order_is_campaign_then_leg():
@@ -192,9 +197,9 @@ def test_campaign_2_plan_arithmetic_is_in_campaign_md():
 
 
 def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
-    """Leg 6's RESULTS table: campaign 2's final model (OUCL) first, campaign 1's final model
-    (MetAug, its paper probe and compute from its own rows) beside it, and a reading whose
-    differences are the two rows' numbers subtracted."""
+    """Leg 6's RESULTS table: campaign 2's final model (MetAug (only OUCL)) first, campaign 1's final
+    model (MetAug, its paper probe and compute from its own rows, shipped as hub/cifar10-metaug-*)
+    beside it, and a reading whose differences are the two rows' numbers subtracted."""
     row = campaign.current_release_row(_rows2())
     released = dict(row, epoch=float(row["planned_epochs"]))          # as if it had finished the schedule
     ev = load_evaluation(REPO / released["eval"])
@@ -211,8 +216,8 @@ def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
     assert table.startswith("## Training campaign 2: the final model's full evaluation (#34, #36-#40)")
     assert "`bash benchmarks/campaign_final.sh 6 2`" in table
     lines = table.splitlines()
-    ours = [x for x in lines if x.startswith("| **OUCL, campaign 2 final**")]
-    theirs = [x for x in lines if x.startswith("| MetAug, campaign 1 final (replaced)")]
+    ours = [x for x in lines if x.startswith("| **MetAug (only OUCL), campaign 2 final** (`hub/cifar10-")]
+    theirs = [x for x in lines if x.startswith("| MetAug, campaign 1 final (`hub/cifar10-metaug-")]
     assert len(ours) == len(theirs) == 2
     assert "| conv | 74.50 |" in ours[0] and "| fc | 76.00 |" in ours[1]
     assert f"| conv | 72.73 | {ev1['conv'].probe:.2f} | {ev1['conv'].knn[200]:.2f} |" in theirs[0]
@@ -221,7 +226,7 @@ def test_campaign_2_final_table_compares_with_campaign_1s_final(tmp_path):
     assert f"`conv` {ev['conv'].probe - ev1['conv'].probe:+.2f} ({ev['conv'].probe:.2f} vs {ev1['conv'].probe:.2f})" in reading
     assert f"{row['training_minutes'] / f1['training_minutes']:.2f}x its training minutes" in reading
     assert campaign_final.final_section(2) == "campaign2_final" and campaign_final.final_section(1) == "campaign_final"
-    text = " ".join(readme_module.readme_section(ev, released, {"conv": 1, "fc": 1}, final=final).split())
+    text = " ".join(readme_module.readme_section([readme_module.ShippedPair(released, ev, final, {"conv": 1, "fc": 1})]).split())
     assert "`bash benchmarks/campaign_final.sh 6 2`" in text and "campaign 2's final model" in text
     assert "| paper linear probe |" in text and "| 74.50 |" in text
     # campaign 1's table has no such comparison (and is what it was: test_release_package)
@@ -282,7 +287,7 @@ def test_campaign_2_cards_say_oucl_and_never_metaug(tmp_path):
 
     ev, row = _c2_release_inputs(tmp_path)
     specs, summary = campaign_cards.card_specs(ev, row)
-    assert "OUCL (this model)" in summary and "MetAug (this model)" not in summary
+    assert "MetAug (only OUCL), this model" in summary and "MetAug (this model)" not in summary
     assert summary.startswith("Campaign 2, leg 1 of 6 (`study-oucl-shared.json`)")
     config = load_encoder(REPO / "hub" / "cifar10-conv").config
     # the provenance an OUCL run's export records (the study run's, as its evaluation report keeps it)
@@ -292,13 +297,15 @@ def test_campaign_2_cards_say_oucl_and_never_metaug(tmp_path):
         assert spec["recipe"]["method"] == "oucl" and "meta step" not in spec["budget"]
         assert spec["budget"]["campaign"].startswith("campaign 2, leg 1 of 6")
         assert "CPU training campaign 2" in spec["notes"][0] and "Training in progress" in spec["notes"][0]
-        assert {r["model"] for r in spec["comparison"]} >= {"OUCL (this model)"}
+        assert {r["model"] for r in spec["comparison"]} >= {"MetAug (only OUCL), this model"}
+        assert spec["repo_id"].endswith(f"/metaug-only-oucl-alexnet32-cifar10-{layer}") and "sections" not in spec
         text = render_card(oucl, spec["metrics"], **{k: spec[k] for k in ("recipe", "budget", "hardware", "comparison",
                                                                              "repo_id", "notes", "comparison_title")})
-        assert "trained with **OUCL**" in text and "no meta feature augmentation" in text
+        assert "trained with **MetAug (only OUCL)**" in text and "no meta feature augmentation" in text
         assert "trained with **MetAug**" not in text and "MetAug (this model)" not in text
-    # The shipped cards name the method of the release's recipe (campaign 1: MetAug, campaign 2: OUCL),
-    # never the other one.
+        assert "\n- oucl\n" in text and "\n- metaug\n" not in text   # tags
+    # The shipped default cards name the method of the release's recipe (campaign 1: MetAug, campaign 2:
+    # MetAug (only OUCL)), never the other one.
     shipped = _shipped_method_label()
     other = "OUCL" if shipped == "MetAug" else "MetAug"
     for layer in ("conv", "fc"):
@@ -308,9 +315,10 @@ def test_campaign_2_cards_say_oucl_and_never_metaug(tmp_path):
 
 def test_campaign_2_readme_section_says_oucl(tmp_path):
     ev, row = _c2_release_inputs(tmp_path)
-    text = " ".join(readme_module.readme_section(ev, row, {"conv": 1, "fc": 1}).split())
-    assert "identical `conv` features): OUCL, `alexnet32` width 0.5" in text and "no meta step" in text
-    assert "MetAug," not in text and "leg 1 of 6 of CPU training campaign 2" in text
+    text = " ".join(readme_module.readme_section([readme_module.ShippedPair(row, ev, None, {"conv": 1, "fc": 1})]).split())
+    assert "identical `conv` features): **MetAug (only OUCL)** (the MetAug paper's Table 1 name" in text
+    assert "no meta step), `alexnet32` width 0.5" in text and "| MetAug (only OUCL) |" in text
+    assert "**MetAug**" not in text and "| MetAug |" not in text and "leg 1 of 6 of CPU training campaign 2" in text
     assert "`bash benchmarks/campaign_leg.sh 1 2`" in text and "study-oucl-shared.json" in text
 
 
@@ -321,7 +329,8 @@ def test_card_method_comes_from_the_folders_provenance():
     config = load_encoder(REPO / "hub" / "cifar10-conv").config
     assert method_text(config).startswith(f"**{_shipped_method_label()}**")
     assert method_text(replace(config, provenance=dict(config.provenance, method="metaug"))).startswith("**MetAug**")
-    assert method_text(replace(config, provenance=dict(config.provenance, method="oucl"))).startswith("**OUCL**")
+    assert method_text(replace(config, provenance=dict(config.provenance, method="oucl"))).startswith(
+        "**MetAug (only OUCL)**")
     assert method_text(replace(config, provenance=dict(config.provenance, method="cmc"))).startswith("**CMC**")
     unknown = method_text(replace(config, provenance={}))
     assert "MetAug**" not in unknown and "does not record" in unknown

@@ -140,14 +140,16 @@ def test_committed_state_loads_and_continues_the_recipe():
 
 @pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
 def test_readme_release_section_is_generated_from_the_release_record():
-    """The README's released-models table and paragraph are exactly what `metaug-release campaign readme`
-    renders from the last released leg's row, its evaluation and the shipped folders' sizes."""
+    """The README's released-models table and paragraphs are exactly what `metaug-release campaign readme`
+    renders from every shipped pair's released row, its evaluation and the shipped folders' sizes; the
+    default pair (the latest released leg of any campaign) comes first."""
     row = campaign.current_release_row()   # of any campaign: the latest released leg
     if row is None:
         pytest.skip("no campaign leg released yet")
-    own = campaign.read_rows(campaign=campaign.campaign_of(row))
-    expected = readme_section_module.readme_section(load_evaluation(REPO / row["eval"]), row, readme_section_module.folder_bytes(),
-                                final=campaign.final_evaluation(own))
+    pairs = readme_section_module.shipped_pairs()
+    assert pairs[0].row == row and pairs[0].campaign.alias("conv") == "cifar10-conv"
+    assert [p.campaign.number for p in pairs] == [c.number for c in campaign.shipped_campaigns()]
+    expected = readme_section_module.readme_section(pairs)
     readme = (REPO / "README.md").read_text()
     begin, end = sections.markers("release")
     assert readme.count(begin) == readme.count(end) == 1
@@ -174,7 +176,8 @@ def test_cards_and_readme_say_whether_the_schedule_is_complete():
             note = specs[layer]["notes"][0]
             assert ("Final model" in note) is final and ("Training in progress" in note) is not final
             assert specs[layer]["budget"]["learning-rate schedule"].endswith("(complete)") is final
-        text = " ".join(readme_section_module.readme_section(ev, r, sizes).split())  # unwrapped
+        pair = readme_section_module.ShippedPair(r, ev, None, sizes)
+        text = " ".join(readme_section_module.readme_section([pair]).split())  # unwrapped
         assert ("the campaign's final model" in text) is final and ("later legs replace it" in text) is not final
 
 
@@ -216,7 +219,8 @@ def test_final_row_takes_the_paper_probe_of_the_released_weights(tmp_path):
         assert (metric["name"], metric["value"]) == ("paper linear probe, 60 epochs (%s)" % layer, value)
         assert "80.12" in specs[layer]["notes"][0] and "81.50" in specs[layer]["notes"][0]
         assert [m["name"] for m in specs[layer]["metrics"][:-1]] == [m["name"] for m in campaign_cards.card_specs(ev, released)[0][layer]["metrics"]]
-    text = " ".join(readme_section_module.readme_section(ev, released, {"conv": 1, "fc": 1}, final=final).split())
+    pair = readme_section_module.ShippedPair(released, ev, final, {"conv": 1, "fc": 1})
+    text = " ".join(readme_section_module.readme_section([pair]).split())
     assert "| paper linear probe |" in text and "| 80.12 |" in text and "campaign_final.sh" in text
     table = campaign_final.final_table(final, released)
     assert "| 80.12 |" in table and "| 87.87 |" in table and "| 88.12 |" in table and "not measured" in table
@@ -252,14 +256,18 @@ def test_final_row_refuses_what_is_not_the_final_evaluation(tmp_path):
         campaign_final.final_row(leg, released, dict(good, fc=tmp_path / "missing.json"))
 
 
-@pytest.mark.parametrize("layer", ["conv", "fc"])
-def test_recard_renders_the_shipped_card_from_its_spec_byte_exact(tmp_path, layer):
+@pytest.mark.parametrize(("number", "layer"), [(n, layer) for n in (1, 2) for layer in ("conv", "fc")])
+def test_recard_renders_the_shipped_card_from_its_spec_byte_exact(tmp_path, number, layer):
     """`metaug-release campaign recard` (no checkpoint) renders exactly what `metaug-export --card-metrics`
-    wrote: re-rendering the shipped folder from its committed card file changes nothing."""
+    wrote: re-rendering each shipped folder (campaign 2: hub/cifar10-*, the default; campaign 1:
+    hub/cifar10-metaug-*) from its committed card file changes nothing."""
     import shutil
 
-    src = REPO / "hub" / f"cifar10-{layer}"
-    card = REPO / json.loads((REPO / "benchmarks" / "current_release.json").read_text())["record"] / f"card-{layer}.json"
+    c = campaign.CAMPAIGNS[number]
+    src = c.folder(layer)
+    card = c.out / f"card-{layer}.json"
+    if number == 2:   # the default pair: current_release.json names its record
+        assert card.parent == REPO / json.loads((REPO / "benchmarks" / "current_release.json").read_text())["record"]
     if not (src / "README.md").is_file() or not card.is_file():
         pytest.skip("no release folder in this checkout")
     folder = tmp_path / layer

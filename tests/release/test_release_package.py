@@ -133,8 +133,7 @@ def test_generated_sections_are_what_the_records_give():
     _, summary = campaign_cards.card_specs(load_evaluation(REPO / released["eval"]), released, final=final)
     assert read_section(RESULTS, campaign.SECTION) == (campaign_cards.released_heading(campaign.CAMPAIGNS[number])
                                                        + summary).strip("\n")
-    section = readme_module.readme_section(load_evaluation(REPO / released["eval"]), released,
-                                           readme_module.folder_bytes(), final=final)
+    section = readme_module.readme_section(readme_module.shipped_pairs())
     assert read_section(README, readme_module.SECTION) == section.strip("\n")
     if study.JSONL.is_file():
         assert read_section(RESULTS, study.SECTION) == study.section(study.read_rows())

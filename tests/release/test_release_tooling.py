@@ -71,7 +71,8 @@ def test_card_parses_with_huggingface_hub(tmp_path):
     card = ModelCard.load(path)
     data = card.data.to_dict()
     assert data["library_name"] == "metaug-features" and data["license"] == "mit"
-    assert "metaug" in data["tags"] and data["datasets"] == ["uoft-cs/cifar10"]
+    # the config records no training method: no method tag (tests/release/test_shipped_names.py has them)
+    assert "cifar10" in data["tags"] and "metaug" not in data["tags"] and data["datasets"] == ["uoft-cs/cifar10"]
     assert card.data.model_name == "test-model"
     got = [(r.task_type, r.dataset_name, r.dataset_type, r.dataset_split, r.metric_type, r.metric_name, r.metric_value)
            for r in card.data.eval_results]
@@ -194,7 +195,7 @@ def test_dry_run_passes_on_valid_folder(folder):
     assert "dry run OK: would push 3 file(s)" in res.output
     assert "notes.txt" in res.output.split("not uploaded")[1]
     assert "weighted k-NN k=200 T=0.07 (conv): 55.13" in res.output
-    assert f"cifar10-conv -> metaug-features/metaug-alexnet32-cifar10-conv@{RELEASE_TAG}" in res.output
+    assert f"cifar10-metaug-conv -> metaug-features/metaug-alexnet32-cifar10-conv@{RELEASE_TAG}" in res.output
 
 
 def _dry(folder) -> tuple[int, str]:

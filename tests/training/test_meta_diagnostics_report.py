@@ -15,9 +15,11 @@ from PIL import Image
 
 from metaug_cli.meta_diagnostics import main as cli
 from metaug_training.meta_diagnostics_report import (
-    COLLAPSE_COS, INERT_SHARE, PNG_NAME, RATIO_TOL, MetaDiagnosticsError, MetaLogWarning, make_report,
+    COLLAPSE_COS, INERT_SHARE, PNG_NAME, RATIO_TOL,
+    UNRELATED_COS, MetaDiagnosticsError, MetaLogWarning, make_report,
     plot_meta_diagnostics, read_meta_events, summarise, verdict,
 )
+from _cli_helpers import assert_user_error
 
 
 def _meta(step: int, **over: Any) -> dict[str, Any]:
@@ -124,6 +126,16 @@ def test_verdict_active_and_harder():
     assert "inert" not in text and "near-copies" not in text
 
 
+def test_verdict_unrelated_outputs_are_not_called_harder():
+    """Campaign 1's MetAug weights: MAG(z) nearly orthogonal to z, so the augmented positives score
+    far lower, but only because the outputs are not views of the image at all."""
+    text = verdict(_summary(second_order_share=0.003, **{"cos_z_mag/l": 0.034, "cos_z_mag/ab": 0.016},
+                            pos_orig=0.737, pos_aug=0.017, aug_orig_loss_ratio=1.597))
+    assert "unrelated to the features" in text and "harder than the originals" not in text
+    border = {"cos_z_mag/l": UNRELATED_COS + 0.01, "cos_z_mag/ab": UNRELATED_COS + 0.01}
+    assert "harder than" in verdict(_summary(aug_orig_loss_ratio=1.5, pos_orig=0.7, pos_aug=0.1, **border))
+
+
 def test_verdict_thresholds_are_the_constants():
     just = dict(pos_orig=0.6, pos_aug=0.5)
     assert "inert" in verdict(_summary(second_order_share=INERT_SHARE * 0.99, **just))
@@ -177,21 +189,13 @@ def test_cli_end_to_end(tmp_path):
     _check_png(tmp_path / "p.png")
 
 
-def _assert_user_error(res, *needles: str) -> None:
-    assert res.exit_code == 2, res.output + repr(res.exception)
-    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-
-
 def test_cli_errors(tmp_path):
     log = _write_log(tmp_path / "oucl" / "log.jsonl", [{"step": 10, "epoch": 0.1, "loss": 9.0}])
-    _assert_user_error(CliRunner().invoke(cli, [str(log.parent)]), "no meta-step diagnostics",
+    assert_user_error(CliRunner().invoke(cli, [str(log.parent)]), "no meta-step diagnostics",
                        "only method=metaug runs log them")
     assert not (log.parent / PNG_NAME).exists()
-    _assert_user_error(CliRunner().invoke(cli, [str(tmp_path / "missing")]), "no training log at")
-    _assert_user_error(CliRunner().invoke(cli, [str(log), "--last", "0"]), "--last")
+    assert_user_error(CliRunner().invoke(cli, [str(tmp_path / "missing")]), "no training log at")
+    assert_user_error(CliRunner().invoke(cli, [str(log), "--last", "0"]), "--last")
 
 
 def test_make_report_returns_what_it_wrote(tmp_path):

@@ -14,6 +14,7 @@ import torch
 from metaug_training.config import load_config
 from metaug_training.distributed import DistContext
 from metaug_training.meta import mag_meta_gradients
+from metaug_training.meta_diagnostics_report import PNG_NAME, make_report
 from metaug_training.methods import train_step
 from metaug_training.objective import metaug_objective
 from metaug_training.schedule import lr_factor
@@ -95,6 +96,10 @@ def test_training_logs_one_meta_record_per_meta_step(cifar_images, tmp_path):
             assert math.isfinite(e[key]), key
         assert 0 <= e["second_order_share"] <= 1
         assert e["inner_lr"] == pytest.approx(cfg.optim.lr * lr_factor(cfg, e["step"], spe), rel=1e-12)
+    # the plot command reads this real log
+    report = make_report(out, None)
+    assert report.png == out / PNG_NAME and report.png.stat().st_size > 10_000
+    assert report.summary["meta_steps"] == len(events) and report.verdict.endswith(".")
     fixed = load_config("cifar10-metaug", tiny(cifar_images, tmp_path / "fixed", "optim.epochs=1",
                                                "metaug.meta_every=3", "run.max_steps=1"))
     train(fixed)

@@ -1,5 +1,5 @@
-"""The switches between the paper and the official code's MetAug (docs/METHODS.md section 4.3 and
-6; issue "MetAug as the paper states it"): each changes exactly what it names, checked against
+"""The switches between the paper and the official code's MetAug (the table of docs/METHODS.md
+section 11; issue "MetAug as the paper states it"): each changes exactly what it names, checked against
 small references written here from the description (naive loops over anchors and memory rows,
 sequential bank writes, a hand-unrolled meta step).
 
@@ -26,7 +26,7 @@ from metaug_training.methods import meta_inner_lr
 from metaug_training.objective import metaug_objective
 
 from _loss_references import naive_margin_reg_mapped, naive_oucl, objective
-from test_train_meta import ETA, META_GRAD, _setup as _meta_setup, tiny_functional_embed
+from test_train_meta import ETA, _setup as _meta_setup, tiny_functional_embed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
