@@ -40,6 +40,7 @@ from metaug_training.config.overrides import apply_overrides  # noqa: E402
 from metaug_training.distributed import DistContext  # noqa: E402
 from metaug_training.meta_diagnostics_report import read_meta_events, summarise, verdict  # noqa: E402
 from metaug_training.methods import encoder_loss, objective_config  # noqa: E402
+from metaug_training.objective import metaug_objective  # noqa: E402
 from metaug_training.resume import rebuild_bank  # noqa: E402
 from metaug_training.trainer import Trainer, load_data  # noqa: E402
 
@@ -72,8 +73,7 @@ def encoder_step_change(trainer: Trainer, step: int) -> float:
         z = state.model(x)
         if with_mags:
             loss, _ = encoder_loss(cfg, state, z, sample_idx, objective)
-        else:
-            from metaug_training.objective import metaug_objective
+        else:  # L(z) alone: the OUCL loss of the same scores
             loss, _ = metaug_objective(z, None, state.bank, sample_idx, objective)
         grads = torch.autograd.grad(loss, params)
         wd = cfg.optim.weight_decay

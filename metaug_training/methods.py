@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ from .distributed import DistContext, all_gather_cat, all_reduce_mean_
 from .losses import NCELoss, infonce_loss
 from .memory_bank import MemoryBank
 from .meta import metaug_meta_step, set_gradients
-from .objective import ObjectiveConfig, metaug_objective
+from .objective import NegativeDraw, ObjectiveConfig, metaug_objective
 from .phase_timer import NO_TIMER
 from .view_generators import GeneratorBatch, ViewGenerator
 
@@ -113,7 +113,7 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
 
 
 def encoder_loss(cfg: TrainConfig, state: TrainState, z: dict[str, Tensor], sample_idx: Tensor,
-                 objective: ObjectiveConfig, draw=None) -> tuple[Tensor, dict[str, Tensor]]:
+                 objective: ObjectiveConfig, draw: NegativeDraw | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The loss of the encoder update for ``cfg.method`` on embeddings ``z`` ``{view: [b, d]}``.
 
     cmc: sum over ordered view pairs of InfoNCE (or NCE) at temperature T;
@@ -236,7 +236,7 @@ def meta_log_terms(terms: dict[str, Tensor], mag_loss: Tensor) -> dict[str, Tens
 
 
 def negative_draw(cfg: TrainConfig, state: TrainState, sample_idx: Tensor, step: int, ctx: DistContext,
-                  phase: str, micro: int):
+                  phase: str, micro: int) -> NegativeDraw | None:
     """``metaug.negatives="per_call"``: a callable giving a fresh ``[b, K+1]`` sample for each
     further scoring call of ``phase`` ("encoder" | "meta") on micro-batch ``micro``; None for
     ``"per_step"`` (every call reuses the step's draw).
@@ -256,7 +256,7 @@ def negative_draw(cfg: TrainConfig, state: TrainState, sample_idx: Tensor, step:
     return draw
 
 
-def _bank_writer(state: TrainState, idx: Tensor, ctx: DistContext):
+def _bank_writer(state: TrainState, idx: Tensor, ctx: DistContext) -> Callable[[dict[str, Tensor]], None]:
     """``metaug.bank_writes="code"``: the meta step's extra bank writes for the rows ``idx``
     ``[b]`` (gathered from all ranks like step 2's write), out of place because the inner loss's
     graph still holds the old memory."""
