@@ -57,7 +57,7 @@ FINAL_KIND = "final-evaluation"
 METHOD_LABELS = {"metaug": "MetAug", "oucl": "MetAug (only OUCL)", "cmc": "CMC"}
 #: The layers of a shipped pair: ``hub/<release_name>-conv`` and ``hub/<release_name>-fc``.
 RELEASE_LAYERS = ("conv", "fc")
-#: Meta-diagnostics records of finished runs (``metaug-meta-diagnostics``), one JSON per model.
+#: Meta-diagnostics records of finished runs (``benchmarks/meta_diagnostics.py``), one JSON per model.
 META_DIAGNOSTICS = BENCHMARKS / "meta_diagnostics"
 
 

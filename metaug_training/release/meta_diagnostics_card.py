@@ -1,7 +1,7 @@
 """The model-card section "What the meta diagnostics say about the MAGs", rendered from a meta
 diagnostics record of a MetAug model's final weights (``benchmarks/meta_diagnostics/NAME.json``,
-written by whoever ran ``metaug-meta-diagnostics`` on them; :attr:`.campaign.Campaign.diagnostics`
-names the file of each campaign).
+written by ``python benchmarks/meta_diagnostics.py RUN --json ...`` from the run's committed
+state; :attr:`.campaign.Campaign.diagnostics` names the file of each campaign).
 
 The record is a JSON object with (at least) these fields; every number on the section comes
 from it, none is typed in here::
