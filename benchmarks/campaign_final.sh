@@ -4,8 +4,8 @@
 #
 #   bash benchmarks/campaign_final.sh LEG [CAMPAIGN]      # or CAMPAIGN=2 bash benchmarks/campaign_final.sh LEG
 #
-# CAMPAIGN (default 1) picks the campaign of metaug_training.release.campaign.CAMPAIGNS; its records
-# folder OUT is `metaug-release campaign paths`' OUTDIR (campaign 1: benchmarks/campaign, campaign 2:
+# CAMPAIGN (default 1) picks the campaign of metaug_release.campaign.CAMPAIGNS; its records
+# folder OUT is `python -m metaug_release campaign paths`' OUTDIR (campaign 1: benchmarks/campaign, campaign 2:
 # benchmarks/campaign/c2).
 #
 # 1. the paper-protocol linear probe (docs/METHODS.md section 7: 60 epochs of SGD on one linear layer over the
@@ -14,9 +14,9 @@
 #    the 2-core CPU in campaign 1, 65-70 in campaign 2; a report already there is kept (delete it to re-run);
 # 2. t-SNE of the test features (conv, fc) -> $OUT/embedding-{conv,fc}.png and the
 #    positive-vs-negative similarity histograms similarity-{conv,fc}.png;
-# 3. metaug-release campaign final: the leg's evaluation-only row in campaign.jsonl (no epochs: the schedule
+# 3. python -m metaug_release campaign final: the leg's evaluation-only row in campaign.jsonl (no epochs: the schedule
 #    is complete), the plot, the cards with the paper probe, RESULTS.md's final table;
-# 4. the shipped cards re-rendered from those files (metaug-release campaign recard: the same renderer as
+# 4. the shipped cards re-rendered from those files (python -m metaug_release campaign recard: the same renderer as
 #    metaug-export, no checkpoint needed; the weights are not touched, which the script checks),
 #    metaug-push --dry-run, the README's released-models section.
 #
@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LEG=${1:?usage: bash benchmarks/campaign_final.sh LEG [CAMPAIGN]}
 CAMPAIGN=${2:-${CAMPAIGN:-1}}
-PATHS=$(metaug-release campaign paths --campaign "$CAMPAIGN" --leg "$LEG")   # fails (set -e) on a bad campaign
+PATHS=$(python -m metaug_release campaign paths --campaign "$CAMPAIGN" --leg "$LEG")   # fails (set -e) on a bad campaign
 eval "$PATHS"
 DATA=${DATA:-/tmp/cifar/cifar10}
 WORK=${WORK:-/tmp/metaug-campaign}
@@ -64,15 +64,13 @@ for layer in conv fc; do
 done
 
 echo "[final] 3/4 campaign row, cards, RESULTS.md"
-metaug-release campaign final --campaign "$CAMPAIGN" --leg "$LEG" --paper-probe "$OUT/paper-probe-conv.json" "$OUT/paper-probe-fc.json"
+python -m metaug_release campaign final --campaign "$CAMPAIGN" --leg "$LEG" --paper-probe "$OUT/paper-probe-conv.json" "$OUT/paper-probe-fc.json"
 
 echo "[final] 4/4 cards re-rendered, dry-run push, README"
-metaug-release campaign recard --campaign "$CAMPAIGN"
+python -m metaug_release campaign recard --campaign "$CAMPAIGN"
 [ "$WEIGHTS_BEFORE" = "$(sha256sum hub/cifar10-conv/model.safetensors hub/cifar10-fc/model.safetensors)" ]
 for layer in conv fc; do
     repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
     metaug-push "hub/cifar10-$layer" --repo-id "$repo" --dry-run
 done
-RELEASED=$(python -c "from metaug_training.release.campaign import current_release_row, read_rows; \
-print(current_release_row(read_rows(campaign=$CAMPAIGN))['leg'])")
-metaug-release campaign readme --campaign "$CAMPAIGN" --leg "$RELEASED"
+python -m metaug_release campaign readme --campaign "$CAMPAIGN"   # its last released leg

@@ -22,7 +22,7 @@ if [ "$MINUTES" -lt 30 ]; then
     exit 1
 fi
 if [ "${CAMPAIGN:-1}" != 1 ]; then
-    PATHS=$(metaug-release campaign paths --campaign "$CAMPAIGN")
+    PATHS=$(python -m metaug_release campaign paths --campaign "$CAMPAIGN")
     eval "$PATHS"
     exec bash benchmarks/study_start.sh "$RECIPE" "$MINUTES"
 fi

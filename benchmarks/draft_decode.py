@@ -197,9 +197,12 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     if args.write_results:
         RESULTS_JSON.write_text(json.dumps(summary, indent=2) + "\n")
-        from metaug_training.release.draft_decode_table import SECTION, markdown
-        from metaug_training.release.paths import RESULTS
-        from metaug_training.release.sections import write_section
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # metaug_release is the checkout's, not installed
+        from metaug_release.draft_decode_table import SECTION, markdown
+        from metaug_release.paths import RESULTS
+        from metaug_release.sections import write_section
 
         write_section(RESULTS, markdown(summary), SECTION)
         print(markdown(summary))

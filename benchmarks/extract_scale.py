@@ -149,7 +149,8 @@ def markdown(r: dict, model: str) -> str:
 
 def write_section(text: str) -> None:
     """Write ``text`` as RESULTS.md's extract_scale section (the one section writer)."""
-    from metaug_training.release.sections import write_section as write
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # metaug_release is the checkout's, not installed
+    from metaug_release.sections import write_section as write
 
     write(RESULTS, text, SECTION)
 

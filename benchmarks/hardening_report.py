@@ -30,7 +30,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from metaug_training.release.sections import write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # metaug_release is the checkout's, not installed
+from metaug_release.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = REPO / "benchmarks" / "extract_scale.json"

@@ -9,7 +9,7 @@ Only the neighbour search differs:
   pairwise distances + partial sort), then the same vote function.
 
 The two must predict the same labels (mismatches are counted and printed). Features: the
-random-init floor's conv features (``metaug-release evaluate --random-init 1.0 -o /tmp/metaug-floor`` writes them to
+random-init floor's conv features (``python -m metaug_release evaluate --random-init 1.0 -o /tmp/metaug-floor`` writes them to
 /tmp/metaug-floor; real CIFAR-10 features, dimension 3,456), or ``--synthetic`` Gaussian features
 of the same shape when those folders are absent.
 

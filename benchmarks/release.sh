@@ -7,11 +7,11 @@
 #   bash benchmarks/release.sh
 #
 # 1. evaluates the MetAug run, the CMC run (equal budget) and the random-init floor of the same
-#    architecture with metaug-release evaluate (k-NN, fast probe, k-means; conv and fc);
-# 2. turns the measurements into card-metrics files (metaug-release cards);
+#    architecture with python -m metaug_release evaluate (k-NN, fast probe, k-means; conv and fc);
+# 2. turns the measurements into card-metrics files (python -m metaug_release cards);
 # 3. exports hub/cifar10-conv (truncated after conv) and hub/cifar10-fc (truncated after fc) from
 #    the MetAug checkpoint, cards rendered from metaug_training/model_cards/encoder_card.md;
-# 4. checks both folders: metaug-push --dry-run, and metaug-release reproduce re-measures
+# 4. checks both folders: metaug-push --dry-run, and python -m metaug_release reproduce re-measures
 #    the cards' k-NN numbers through metaug-extract (within 0.3 points).
 #
 # Environment: DATA (CIFAR-10 folder with train/ and test/; default: ../shared/data archive
@@ -35,19 +35,19 @@ fi
 mkdir -p "$OUT" "$WORK"
 
 echo "[release] 1/4 evaluation (three jobs, one torch thread each)"
-metaug-release evaluate --model "$METAUG_RUN/export" --data "$DATA" -o "$WORK/metaug" \
+python -m metaug_release evaluate --model "$METAUG_RUN/export" --data "$DATA" -o "$WORK/metaug" \
     --report "$OUT/metaug.json" --quiet --reuse > "$WORK/metaug.log" 2>&1 &
 p1=$!
-metaug-release evaluate --model "$CMC_RUN/export" --data "$DATA" -o "$WORK/cmc" \
+python -m metaug_release evaluate --model "$CMC_RUN/export" --data "$DATA" -o "$WORK/cmc" \
     --report "$OUT/cmc.json" --quiet --reuse > "$WORK/cmc.log" 2>&1 &
 p2=$!
-metaug-release evaluate --random-init "$FLOOR_WIDTH" --data "$DATA" -o "$WORK/floor" \
+python -m metaug_release evaluate --random-init "$FLOOR_WIDTH" --data "$DATA" -o "$WORK/floor" \
     --report "$OUT/floor.json" --quiet --reuse > "$WORK/floor.log" 2>&1 &
 p3=$!
 wait $p1; wait $p2; wait $p3   # set -e: a failed job stops here (its log is in $WORK)
 
 echo "[release] 2/4 card metrics"
-metaug-release cards --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
+python -m metaug_release cards --metaug-eval "$OUT/metaug.json" --cmc-eval "$OUT/cmc.json" \
     --floor-eval "$OUT/floor.json" --metaug-run "$METAUG_RUN" --cmc-run "$CMC_RUN" \
     --recipe metaug_training/recipes/cifar10-release-metaug.json -o "$OUT"
 
@@ -62,19 +62,10 @@ for layer in conv fc; do   # the repo the built-in alias cifar10-$layer points t
     repo=$(python -c "from metaug_features.hub import MODEL_ALIASES; print(MODEL_ALIASES['cifar10-$layer'][0])")
     metaug-push "$HUB/cifar10-$layer" --repo-id "$repo" --dry-run
 done
-metaug-release reproduce "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
+python -m metaug_release reproduce "$HUB/cifar10-conv" "$HUB/cifar10-fc" --data "$DATA" \
     -o "$WORK/reproduce" --report "$OUT/reproduce.json"
 if [ "$HUB" = hub ]; then   # the shipped folders now come from this record (tests/release/test_release_consistency.py)
-    python - "$OUT" <<'EOF_PY'
-import json, sys
-from pathlib import Path
-path = Path("benchmarks/current_release.json")
-record = json.loads(path.read_text())
-record.update(record=sys.argv[1], evaluation=f"{sys.argv[1]}/metaug.json",
-              recipe="metaug_training/recipes/cifar10-release-metaug.json")
-tmp = path.with_suffix(".tmp")
-tmp.write_text(json.dumps(record, indent=2) + "\n")
-tmp.replace(path)
-EOF_PY
+    python -m metaug_release current-release write --record "$OUT" --evaluation "$OUT/metaug.json" \
+        --recipe metaug_training/recipes/cifar10-release-metaug.json --evaluated-folder "$HUB/cifar10-fc"
 fi
 du -sh "$HUB/cifar10-conv" "$HUB/cifar10-fc"

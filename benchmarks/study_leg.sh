@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Everything a recipe-study candidate's session does after its run has stopped (issue #34,
-# metaug-release study):
+# python -m metaug_release study):
 #
 #   bash benchmarks/study_leg.sh NAME RECIPE [SNAPSHOT.pt ...]
 #
 # 1. export the run's last checkpoint as the campaign's legs do (fc folder, truncated after fc,
-#    float16 weights) and evaluate it (metaug-release evaluate: weighted k-NN k=200/20 and
+#    float16 weights) and evaluate it (python -m metaug_release evaluate: weighted k-NN k=200/20 and
 #    the fast linear probe on conv and fc) -> benchmarks/recipe_study/NAME.json;
 # 2. each SNAPSHOT (a copy of the run's checkpoint taken while it trained) the same way, k-NN only
 #    -> benchmarks/recipe_study/NAME-stepS.json: the intermediate points of the learning curve;
 # 3. the candidate's row in benchmarks/recipe_study.jsonl, the RESULTS.md section and the plot
-#    (metaug-release study row);
+#    (python -m metaug_release study row);
 # 4. the committed resume state runs/study/NAME/state (metaug-compact-state: weights, MAGs and
 #    schedule position; under the 30 MB budget) with the run's log and config beside it, so the
 #    candidate can continue as campaign 2 on any machine (its recipe's run.warm_start).
@@ -32,12 +32,12 @@ if [ ! -d "$DATA/train" ]; then
 fi
 mkdir -p benchmarks/recipe_study "$WORK"
 
-evaluate() {  # CHECKPOINT JSON [metaug-release evaluate options]
+evaluate() {  # CHECKPOINT JSON [python -m metaug_release evaluate options]
     local ckpt=$1 json=$2 folder
     shift 2
     folder=$WORK/$(basename "$json" .json)
     metaug-export "$ckpt" "$folder" --default-layer fc --truncate-after fc --dtype float16 > /dev/null
-    metaug-release evaluate --model "$folder" --data "$DATA" -o "$folder-features" \
+    python -m metaug_release evaluate --model "$folder" --data "$DATA" -o "$folder-features" \
         --report "$json" --threads 2 --no-cluster --quiet "$@" >> "$WORK/eval.log" 2>&1
 }
 
@@ -51,7 +51,7 @@ for snap in "$@"; do
     POINTS+=(--point "benchmarks/recipe_study/$NAME-step$step.json")
 done
 echo "[$NAME] 3/4 row, RESULTS.md section, plot"
-metaug-release study row --name "$NAME" --recipe "$RECIPE" --eval "benchmarks/recipe_study/$NAME.json" \
+python -m metaug_release study row --name "$NAME" --recipe "$RECIPE" --eval "benchmarks/recipe_study/$NAME.json" \
     ${POINTS[@]+"${POINTS[@]}"} > /dev/null
 echo "[$NAME] 4/4 committed resume state $STATE"
 metaug-compact-state "$RUN/checkpoints/last.pt" "$STATE"

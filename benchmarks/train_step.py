@@ -109,8 +109,9 @@ def table(results: dict[float, dict[str, tuple[float, float]]], batch: int) -> s
 
 def write_section(text: str, name: str = "train_step", path: Path = RESULTS) -> None:
     """Replace (or append) section ``name`` of ``path`` (RESULTS.md), leaving the other sections
-    alone (:func:`metaug_training.release.sections.write_section`, the one section writer)."""
-    from metaug_training.release.sections import write_section as write
+    alone (:func:`metaug_release.sections.write_section`, the one section writer)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # metaug_release is the checkout's, not installed
+    from metaug_release.sections import write_section as write
 
     write(path, text, name)
 

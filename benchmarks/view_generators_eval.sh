@@ -23,8 +23,8 @@ for r in $ROWS; do
     cp "$RUN/$r/log.jsonl" "$DEST/$r.log.jsonl"
     cp "$RUN/$r/config.json" "$DEST/$r.config.json"
     if [ ! -f "$DEST/$r.json" ]; then
-        metaug-release evaluate --model "$RUN/$r/export" --data "$DATA" -o "/tmp/vg-eval/$TAG/$r" \
+        python -m metaug_release evaluate --model "$RUN/$r/export" --data "$DATA" -o "/tmp/vg-eval/$TAG/$r" \
             --report "$DEST/$r.json" --layers conv --no-cluster --threads "${THREADS:-2}" --quiet
     fi
 done
-metaug-release view-generators "$TAG"
+python -m metaug_release view-generators "$TAG"

@@ -29,10 +29,11 @@ T0=$(date +%s)
 W=${W:-/tmp/vg}
 rm -rf "$W"
 mkdir -p "$W/pkgs" "$OUT"
-# Run from the tree (no build step): the three packages under their import names.
-ln -sfn "$PWD/training" "$W/pkgs/metaug_training"
-ln -sfn "$PWD/cli" "$W/pkgs/metaug_cli"
-ln -sfn "$PWD/metaug_features" "$W/pkgs/metaug_features"
+# Run from the tree (no build step): the packages under their import names, the checkout's
+# release tooling (metaug_release, never installed) included.
+for pkg in metaug_features metaug_cli metaug_training metaug_release; do
+    ln -sfn "$PWD/$pkg" "$W/pkgs/$pkg"
+done
 export PYTHONPATH="$W/pkgs"
 PY=python3
 elapsed() { echo $(( $(date +%s) - T0 )); }
@@ -46,7 +47,7 @@ UTIL_PID=$!
 DATA=data/cifar10-jpeg.tar.gz
 [ -f "$DATA" ] || DATA=../shared/data/cifar10-jpeg.tar.gz
 COMMON=(data.path=$DATA data.cache_dir=$W/cache data.num_workers=8 optim.schedule=cosine run.seed=0 run.device=$DEV data.limit=$DATA_LIMIT
-        run.num_threads=$THREADS run.log_every=100 run.ckpt_every=1000000 run.quiet=true a2.calibration_model=hub/cifar10-conv)
+        run.num_threads=$THREADS run.log_every=100 run.ckpt_every=1000000 run.quiet=true a2.calibration_model=cifar10-conv)
 
 # 0. decode the training set once into the cache every row reads
 $PY - "${COMMON[@]}" <<'EOF' 2>&1 | tee -a "$W/driver.log"
@@ -82,20 +83,10 @@ log "probe"
 mkdir -p "$W/probe"
 for r in "${ROWS[@]}"; do launch "$r" 100 "$W/probe/$r" run.max_steps=$PROBE_STEPS run.export=false; done
 wait $(jobs -p | grep -v "^$UTIL_PID$") 2>/dev/null
-EPOCHS=$($PY - "$W/probe" "$LIMIT_S" "$(elapsed)" "$DATA_LIMIT" "${ROWS[@]}" <<'EOF'
-import json, sys
-from pathlib import Path
-probe, limit, spent, n, rows = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) or 50000, sys.argv[5:]
-rates = {}
-for r in rows:
-    recs = [json.loads(l) for l in (probe / r / "log.jsonl").read_text().splitlines() if '"img_per_s"' in l]
-    rates[r] = recs[-1]["img_per_s"]  # the steady part: steps 200-300
-print(json.dumps(rates), file=sys.stderr)
-avail = limit - spent - 75  # start-up, export, packing
-epochs = int(avail * min(rates.values()) / n)
-print(max(1, min(epochs, 30)))
-EOF
-)
+# The budget: what the slowest row finishes in the time left (python -m metaug_release
+# view-generators-budget; the measured rates go to stderr).
+EPOCHS=$($PY -m metaug_release view-generators-budget "$W/probe" "${ROWS[@]}" --limit-s "$LIMIT_S" \
+    --spent-s "$(elapsed)" --images "$DATA_LIMIT")
 log "rates above; budget $EPOCHS epochs"
 fi
 log "budget: $EPOCHS epochs"

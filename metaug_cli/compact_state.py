@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from ._common import command, handle_errors, normalised, output_option
+from metaug_training.compact_state import save_compact_state
+
+from ._common import (
+    command,
+    handle_errors,
+    normalised,
+    output_option,
+    signature_defaults,
+)
 
 
 @command("metaug-compact-state")
@@ -22,7 +30,8 @@ from ._common import command, handle_errors, normalised, output_option
 @click.option("--reuse", "reuse", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A model folder (e.g. a release) whose model.safetensors already holds encoder tensors: "
                    "they are referenced by sha256 instead of stored twice. Repeatable.")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default="float16", show_default=True,
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+              default=signature_defaults(save_compact_state)["dtype"], show_default=True,
               help="Storage dtype of the weights the state holds itself.")
 @handle_errors()
 def main(checkpoint: str, output: Path, reuse: tuple[str, ...], dtype: str) -> None:
@@ -33,7 +42,6 @@ def main(checkpoint: str, output: Path, reuse: tuple[str, ...], dtype: str) -> N
     run.warm_start=DIR when no full checkpoint is on the machine). (The folder may also be
     given as a second argument, CHECKPOINT DIR, as older scripts do.)"""
     from metaug_training.checkpoint import load_checkpoint
-    from metaug_training.compact_state import save_compact_state
 
     summary = save_compact_state(load_checkpoint(checkpoint), output, reuse=reuse, dtype=dtype)
     click.echo(f"compact state of step {summary.step} (epoch {summary.epoch:.2f}) in {normalised(summary.state_dir)}: "

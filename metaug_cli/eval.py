@@ -2,163 +2,153 @@
 
 Subcommands (each prints a table on stdout and, with ``--report FILE``, writes a JSON report):
 
-    metaug-eval knn     --train DIR --test DIR [--k 200,20] [--temperature 0.07]
-    metaug-eval probe   --train DIR --test DIR [--c-grid 0.0001,0.001,0.01,0.1,1] [--val-fraction 0.1]
-    metaug-eval cluster --features DIR [--n-clusters K] [--restarts 5]
-    metaug-eval plot    --features DIR --output DIR [--method tsne] [--second-view DIR]
+    metaug-eval knn     --train DIR --test DIR [--k K,K...] [--temperature T]
+    metaug-eval probe   --train DIR --test DIR [--c-grid C,C...] [--val-fraction F]
+    metaug-eval cluster --features DIR [--n-clusters K] [--restarts R]
+    metaug-eval plot    --features DIR --output DIR [--method tsne|umap|auto] [--second-view DIR]
     metaug-eval all     --train DIR --test DIR [--output DIR]         (knn + probe + cluster [+ plots])
-    metaug-eval paper-probe --model REF --train-images DIR --test-images DIR [--epochs 60]
+    metaug-eval paper-probe --model REF --train-images DIR --test-images DIR [--epochs E]
 
 DIR is a feature folder (features + manifest.csv + extract.json); labels come from the
 manifest (the images' parent folder names). Only ``paper-probe`` loads a network: it is the
 paper's protocol, which trains a linear layer on augmented images through the frozen encoder.
 
-Exit codes follow the convention of every metaug command (``metaug_cli/_common.py``): errors the user
-can fix (bad folders, inconsistent arrays, ...) print one line and exit with status 2.
+Every option's default is the field of the same name of the library's settings dataclass
+(:class:`~metaug_features.evaluation.KNNConfig`, ``ProbeConfig``, ``ClusterConfig``,
+``PlotConfig``, ``PaperProbeConfig``; tests/cli/test_click_defaults.py compares them). Each
+subcommand parses, calls one function of :mod:`metaug_features.evaluation.folders` and prints.
+Exit codes follow the convention of every metaug command (``metaug_cli/_common.py``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from metaug_features.errors import MetAugError
+from metaug_features.evaluation import (
+    ClusterConfig,
+    FolderEvaluation,
+    KNNConfig,
+    PlotConfig,
+    ProbeConfig,
+)
+from metaug_features.evaluation.paper_probe import PaperProbeConfig
 
-from ._common import device_option, echo_written, group, handle_errors, output_option
-
-
-def _int_list(ctx, param, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-    if not out:
-        raise click.BadParameter("give at least one value")
-    return out
-
-
-def _float_list(ctx, param, value: str | None) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        out = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-    if not out:
-        raise click.BadParameter("give at least one value")
-    return out
+from ._common import (
+    device_option,
+    echo_written,
+    group,
+    handle_errors,
+    output_option,
+    quiet_option,
+    threads_option,
+)
 
 
-def _load(folder: Path):
-    from metaug_features.feature_files import read_feature_set
-
-    return read_feature_set(folder)
-
-
-def _inputs(**sets) -> dict[str, dict]:
-    from metaug_features.evaluation import input_info
-
-    return {name: input_info(fs.features, path=path, meta=fs.meta) for name, (path, fs) in sets.items()}
+def _csv(values: Sequence[Any]) -> str:
+    """A tuple default as the comma-separated text the option parses (``(200, 20)`` -> ``"200,20"``)."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def _finish(entries: list[dict], inputs: dict[str, dict], report: Path | None, quiet: bool) -> None:
-    from metaug_features.evaluation import build_report, format_table, write_report
+def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback: comma-separated ``kind`` values -> a tuple (None stays None)."""
 
-    doc = build_report(entries, inputs)
-    if report is not None:
-        write_report(report, doc)
-    click.echo(format_table(doc))
-    if report is not None:
-        echo_written([report], quiet)
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+        if value is None:
+            return None
+        try:
+            out = tuple(kind(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
+        if not out:
+            raise click.BadParameter("give at least one value")
+        return out
 
+    return parse
+
+
+_int_list = _list_of(int, "integers")
+_float_list = _list_of(float, "numbers")
 
 _train_opt = click.option("--train", "train_dir", type=click.Path(path_type=Path), required=True,
                           help="Feature folder of the train split (metaug-extract output).")
 _test_opt = click.option("--test", "test_dir", type=click.Path(path_type=Path), required=True,
                          help="Feature folder of the test split.")
+_features_opt = click.option("--features", "features_dir", type=click.Path(path_type=Path), required=True,
+                             help="Feature folder (labels from its manifest).")
 _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
                            help="Write the JSON report (metrics, protocol, parameters, feature hashes) here.")
-_quiet_opt = click.option("--quiet", "-q", is_flag=True, help="Print only the result table.")
+_quiet_opt = quiet_option("No step lines, progress bars or 'wrote' lines: print only the result table.")
+_threads_opt = threads_option("CPU threads of every step. Default: each step's own (faiss: all cores; the logistic "
+                              "regression and t-SNE: 1, much faster than spinning OpenMP/BLAS workers on a busy "
+                              "machine; the paper probe: torch's).")
 
 
 def _knn_options(f):
-    f = click.option("--k", "ks", default="200,20", show_default=True, callback=_int_list,
+    f = click.option("--k", "ks", default=_csv(KNNConfig.ks), show_default=True, callback=_int_list,
                      help="Neighbour counts, comma-separated.")(f)
-    f = click.option("--temperature", default=0.07, show_default=True, type=float, help="T in exp(sim / T).")(f)
-    f = click.option("--chunk-size", default=4096, show_default=True, type=int,
+    f = click.option("--temperature", default=KNNConfig.temperature, show_default=True, type=float,
+                     help="T in exp(sim / T).")(f)
+    f = click.option("--chunk-size", default=KNNConfig.chunk_size, show_default=True, type=int,
                      help="Test rows per faiss search (bounds memory).")(f)
     return f
 
 
 def _probe_options(f):
-    f = click.option("--c-grid", default="0.0001,0.001,0.01,0.1,1", show_default=True, callback=_float_list,
+    f = click.option("--c-grid", "cs", default=_csv(ProbeConfig.cs), show_default=True, callback=_float_list,
                      help="Inverse regularisation strengths to choose from (on held-out train rows).")(f)
-    f = click.option("--val-fraction", default=0.1, show_default=True, type=float,
+    f = click.option("--val-fraction", default=ProbeConfig.val_fraction, show_default=True, type=float,
                      help="Share of the train split held out to choose C.")(f)
-    f = click.option("--selection-max-train", default=10000, show_default=True, type=int,
+    f = click.option("--selection-max-train", default=ProbeConfig.selection_max_train, show_default=True, type=int,
                      help="Fit at most this many rows while choosing C (0 = all).")(f)
-    f = click.option("--max-iter", default=300, show_default=True, type=int, help="lbfgs iteration limit.")(f)
-    f = click.option("--seed", default=0, show_default=True, type=int, help="Seeds the held-out split.")(f)
+    f = click.option("--max-iter", default=ProbeConfig.max_iter, show_default=True, type=int,
+                     help="lbfgs iteration limit.")(f)
+    f = click.option("--seed", default=ProbeConfig.seed, show_default=True, type=int,
+                     help="Seeds the held-out split (and, in 'all', the plots).")(f)
     return f
 
 
 def _cluster_options(f):
-    f = click.option("--n-clusters", type=int, default=None, help="k of k-means (default: number of classes).")(f)
-    f = click.option("--restarts", default=5, show_default=True, type=int,
+    f = click.option("--n-clusters", type=int, default=ClusterConfig.n_clusters,
+                     help="k of k-means (default: number of classes).")(f)
+    f = click.option("--restarts", default=ClusterConfig.restarts, show_default=True, type=int,
                      help="Seeded k-means runs; the lowest objective wins.")(f)
-    f = click.option("--niter", default=50, show_default=True, type=int, help="Lloyd iterations per run.")(f)
-    f = click.option("--cluster-seed", default=0, show_default=True, type=int, help="Seed of the first run.")(f)
+    f = click.option("--niter", default=ClusterConfig.niter, show_default=True, type=int,
+                     help="Lloyd iterations per run.")(f)
+    f = click.option("--cluster-seed", default=ClusterConfig.seed, show_default=True, type=int,
+                     help="Seed of the first run.")(f)
     return f
 
 
+_plot_method_opt = click.option("--method", type=click.Choice(["tsne", "umap", "auto"]), default=PlotConfig.method,
+                                show_default=True, help="2-D embedding (umap needs umap-learn).")
+_max_points_opt = click.option("--max-points", default=PlotConfig.max_points, show_default=True, type=int,
+                               help="Embed at most this many rows (seeded subsample; 0 = all).")
+
+
+def _log(quiet: bool) -> Callable[[str], None] | None:
+    """Where step lines go: stderr, or nowhere with --quiet."""
+    return None if quiet else (lambda line: click.echo(f"[metaug-eval] {line}", err=True))
+
+
+def _print(result: FolderEvaluation, quiet: bool) -> None:
+    """The table on stdout, then (unless quiet) every file written on stderr."""
+    from metaug_features.evaluation import format_table
+
+    click.echo(format_table(result.report))
+    echo_written(result.written, quiet)
+
+
 @group("metaug-eval")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for every step. Default: faiss uses all cores; the logistic regression "
-                   "and t-SNE use 1, which is much faster than spinning OpenMP/BLAS workers on a busy "
-                   "machine (see the library docstrings).")
-@click.pass_context
-def main(ctx: click.Context, threads: int | None) -> None:
+def main() -> None:
     """Evaluate frozen features: weighted k-NN, linear probes, clustering, plots.
 
     Every number is reported with the protocol that produced it.
     """
-    ctx.ensure_object(dict)
-    ctx.obj["threads"] = threads
-
-
-def _threads(default: int | None) -> int | None:
-    """The --threads of the group, or ``default`` when it was not given."""
-    ctx = click.get_current_context()
-    t = (ctx.find_root().obj or {}).get("threads")
-    return t if t is not None else default
-
-
-def _run_knn(train, test, ks, temperature, chunk_size):
-    from metaug_features.evaluation import knn_evaluate, report_entry
-
-    return report_entry(knn_evaluate(train.features, train.labels, test.features, test.labels,
-                                     ks=ks, temperature=temperature, chunk_size=chunk_size,
-                                     threads=_threads(None)))
-
-
-def _run_probe(train, test, c_grid, val_fraction, selection_max_train, max_iter, seed):
-    from metaug_features.evaluation import fast_linear_probe, report_entry
-
-    return report_entry(fast_linear_probe(train.features, train.labels, test.features, test.labels,
-                                          cs=c_grid, val_fraction=val_fraction,
-                                          selection_max_train=selection_max_train or None,
-                                          max_iter=max_iter, seed=seed, threads=_threads(1)))
-
-
-def _run_cluster(fs, n_clusters, restarts, niter, cluster_seed):
-    from metaug_features.evaluation import cluster_evaluate, report_entry
-
-    return report_entry(cluster_evaluate(fs.features, fs.labels, n_clusters=n_clusters, restarts=restarts,
-                                         seed=cluster_seed, niter=niter, threads=_threads(None)))
 
 
 @main.command()
@@ -166,13 +156,16 @@ def _run_cluster(fs, n_clusters, restarts, niter, cluster_seed):
 @_test_opt
 @_knn_options
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
-def knn(train_dir, test_dir, ks, temperature, chunk_size, report, quiet):
+def knn(train_dir, test_dir, ks, temperature, chunk_size, report, threads, quiet):
     """Weighted k-NN (InstDisc/DINO): cosine similarity, votes exp(sim/T)."""
-    train, test = _load(train_dir), _load(test_dir)
-    entry = _run_knn(train, test, ks, temperature, chunk_size)
-    _finish([entry], _inputs(train=(train_dir, train), test=(test_dir, test)), report, quiet)
+    from metaug_features.evaluation import evaluate_split_pair
+
+    cfg = KNNConfig(ks=ks, temperature=temperature, chunk_size=chunk_size)
+    _print(evaluate_split_pair(train_dir, test_dir, knn=cfg, threads=threads, report_path=report, log=_log(quiet)),
+           quiet)
 
 
 @main.command()
@@ -180,84 +173,56 @@ def knn(train_dir, test_dir, ks, temperature, chunk_size, report, quiet):
 @_test_opt
 @_probe_options
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
-def probe(train_dir, test_dir, c_grid, val_fraction, selection_max_train, max_iter, seed, report, quiet):
+def probe(train_dir, test_dir, cs, val_fraction, selection_max_train, max_iter, seed, report, threads, quiet):
     """Fast linear probe (features-once logistic regression; not the paper's protocol)."""
-    train, test = _load(train_dir), _load(test_dir)
-    entry = _run_probe(train, test, c_grid, val_fraction, selection_max_train, max_iter, seed)
-    _finish([entry], _inputs(train=(train_dir, train), test=(test_dir, test)), report, quiet)
+    from metaug_features.evaluation import evaluate_split_pair
+
+    cfg = ProbeConfig(cs=cs, val_fraction=val_fraction, selection_max_train=selection_max_train, max_iter=max_iter,
+                      seed=seed)
+    _print(evaluate_split_pair(train_dir, test_dir, probe=cfg, threads=threads, report_path=report, log=_log(quiet)),
+           quiet)
 
 
 @main.command()
-@click.option("--features", "features_dir", type=click.Path(path_type=Path), required=True,
-              help="Feature folder to cluster (labels from its manifest).")
+@_features_opt
 @_cluster_options
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
-def cluster(features_dir, n_clusters, restarts, niter, cluster_seed, report, quiet):
+def cluster(features_dir, n_clusters, restarts, niter, cluster_seed, report, threads, quiet):
     """k-means (faiss) scored by NMI, ARI and Hungarian accuracy."""
-    fs = _load(features_dir)
-    entry = _run_cluster(fs, n_clusters, restarts, niter, cluster_seed)
-    _finish([entry], _inputs(features=(features_dir, fs)), report, quiet)
+    from metaug_features.evaluation import evaluate_folder
 
-
-def _make_plots(fs, out_dir: Path, method: str, max_points: int, seed: int, second=None, max_pairs: int = 200_000,
-                quiet: bool = False):
-    """Draw embedding.png and similarity_hist.png into ``out_dir``, print their paths (unless
-    ``quiet``) and return the report entry."""
-    from metaug_features.evaluation import pair_similarities, plot_embedding, plot_similarity_histogram
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    emb = plot_embedding(fs.features, fs.labels, out_dir / "embedding.png", method=method,
-                         max_points=max_points or None, seed=seed, threads=_threads(1))
-    if second is not None:
-        if second.paths != fs.paths:
-            raise MetAugError("--second-view folder must hold the same images in the same order (compare manifests)")
-        pos, neg = pair_similarities(fs.features, second.features, max_pairs=max_pairs, seed=seed)
-        kind = "instance pairs (same image, two views) vs different images"
-    else:
-        pos, neg = pair_similarities(fs.features, labels=fs.labels, max_pairs=max_pairs, seed=seed)
-        kind = "same-class pairs vs different-class pairs"
-    hist = plot_similarity_histogram(pos, neg, out_dir / "similarity_hist.png",
-                                     title=f"Cosine similarity: {kind}")
-    echo_written([emb["path"], hist["path"]], quiet)
-    return {
-        "name": "plots",
-        "protocol": f"{emb['method']} embedding of L2-normalised features; histogram of {kind}",
-        "params": {"embedding": emb, "histogram_path": hist["path"], "max_pairs": max_pairs, "seed": seed},
-        "metrics": {"mean_sim_positive": hist["mean_positive"], "mean_sim_negative": hist["mean_negative"],
-                    "hist_overlap": hist["overlap"]},
-    }
-
-
-_plot_method_opt = click.option("--method", type=click.Choice(["tsne", "umap", "auto"]), default="tsne",
-                                show_default=True, help="2-D embedding (umap needs umap-learn).")
-_max_points_opt = click.option("--max-points", default=5000, show_default=True, type=int,
-                               help="Embed at most this many rows (seeded subsample; 0 = all).")
+    cfg = ClusterConfig(n_clusters=n_clusters, restarts=restarts, niter=niter, seed=cluster_seed)
+    _print(evaluate_folder(features_dir, cluster=cfg, threads=threads, report_path=report, log=_log(quiet)), quiet)
 
 
 @main.command()
-@click.option("--features", "features_dir", type=click.Path(path_type=Path), required=True,
-              help="Feature folder to plot (labels from its manifest).")
+@_features_opt
 @output_option("Folder for embedding.png and similarity_hist.png.", required=True, legacy_options=("--out-dir",))
 @click.option("--second-view", "second_dir", type=click.Path(path_type=Path), default=None,
               help="Feature folder of the same images under another view/augmentation: positives are "
                    "then (image, same image) pairs, as in the paper's Figure 2; otherwise same-class pairs.")
 @_plot_method_opt
 @_max_points_opt
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=PlotConfig.seed, show_default=True, type=int,
+              help="Seeds the subsample, the embedding and the pairs.")
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
-def plot(features_dir, output, second_dir, method, max_points, seed, report, quiet):
+def plot(features_dir, output, second_dir, method, max_points, seed, report, threads, quiet):
     """t-SNE/UMAP scatter by label and the positive-vs-negative similarity histogram (PNG);
     prints the path of each file it writes."""
-    fs = _load(features_dir)
-    second = _load(second_dir) if second_dir is not None else None
-    entry = _make_plots(fs, output, method, max_points, seed, second, quiet=quiet)
-    _finish([entry], _inputs(features=(features_dir, fs)), report, quiet)
+    from metaug_features.evaluation import evaluate_folder
+
+    cfg = PlotConfig(method=method, max_points=max_points, seed=seed)
+    _print(evaluate_folder(features_dir, plots=cfg, plot_dir=output, second_view=second_dir, threads=threads,
+                           report_path=report, log=_log(quiet)), quiet)
 
 
 @main.command(name="all")
@@ -271,71 +236,60 @@ def plot(features_dir, output, second_dir, method, max_points, seed, report, qui
 @_plot_method_opt
 @_max_points_opt
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
-def all_(train_dir, test_dir, ks, temperature, chunk_size, c_grid, val_fraction, selection_max_train, max_iter,
-         seed, n_clusters, restarts, niter, cluster_seed, output, method, max_points, report, quiet):
+def all_(train_dir, test_dir, ks, temperature, chunk_size, cs, val_fraction, selection_max_train, max_iter,
+         seed, n_clusters, restarts, niter, cluster_seed, output, method, max_points, report, threads, quiet):
     """k-NN, fast probe and clustering of the test split (and plots) in one report."""
-    train, test = _load(train_dir), _load(test_dir)
-    steps = [
-        ("knn", lambda: _run_knn(train, test, ks, temperature, chunk_size)),
-        ("probe", lambda: _run_probe(train, test, c_grid, val_fraction, selection_max_train, max_iter, seed)),
-        ("cluster", lambda: _run_cluster(test, n_clusters, restarts, niter, cluster_seed)),
-    ]
-    if output is not None:
-        steps.append(("plots", lambda: _make_plots(test, output, method, max_points, seed, quiet=quiet)))
-    entries = []
-    for name, run in steps:
-        if not quiet:
-            click.echo(f"[metaug-eval] {name} ...", err=True)
-        entries.append(run())
-    _finish(entries, _inputs(train=(train_dir, train), test=(test_dir, test)), report, quiet)
+    from metaug_features.evaluation import evaluate_split_pair
+
+    result = evaluate_split_pair(
+        train_dir, test_dir,
+        knn=KNNConfig(ks=ks, temperature=temperature, chunk_size=chunk_size),
+        probe=ProbeConfig(cs=cs, val_fraction=val_fraction, selection_max_train=selection_max_train,
+                          max_iter=max_iter, seed=seed),
+        cluster=ClusterConfig(n_clusters=n_clusters, restarts=restarts, niter=niter, seed=cluster_seed),
+        plots=PlotConfig(method=method, max_points=max_points, seed=seed) if output is not None else None,
+        plot_dir=output, threads=threads, report_path=report, log=_log(quiet))
+    _print(result, quiet)
 
 
 @main.command(name="paper-probe")
 @click.option("--model", "model_ref", required=True, help="Model folder, alias or Hub id[@rev].")
 @click.option("--train-images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Image folder of the train split, one sub-folder per class.")
-@click.option("--test-images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--test-images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Image folder of the test split, one sub-folder per class.")
 @click.option("--layer", default=None, help="Feature layer (default: the model's).")
-@click.option("--epochs", default=60, show_default=True, type=int)
-@click.option("--lr", default=0.1, show_default=True, type=float)
-@click.option("--momentum", default=0.9, show_default=True, type=float)
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
-@click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--milestones", default="30,40,50", show_default=True, callback=_int_list)
-@click.option("--gamma", default=0.2, show_default=True, type=float)
-@click.option("--average-last", default=1, show_default=True, type=int,
+@click.option("--epochs", default=PaperProbeConfig.epochs, show_default=True, type=int)
+@click.option("--lr", default=PaperProbeConfig.lr, show_default=True, type=float)
+@click.option("--momentum", default=PaperProbeConfig.momentum, show_default=True, type=float)
+@click.option("--weight-decay", default=PaperProbeConfig.weight_decay, show_default=True, type=float)
+@click.option("--batch-size", default=PaperProbeConfig.batch_size, show_default=True, type=int)
+@click.option("--milestones", default=_csv(PaperProbeConfig.milestones), show_default=True, callback=_int_list,
+              help="Epochs after which the learning rate is multiplied by --gamma.")
+@click.option("--gamma", default=PaperProbeConfig.gamma, show_default=True, type=float)
+@click.option("--average-last", default=PaperProbeConfig.average_last, show_default=True, type=int,
               help="Average test top-1 over the last N epochs.")
-@click.option("--seeds", default="0", show_default=True, callback=_int_list)
+@click.option("--seeds", default=_csv(PaperProbeConfig.seeds), show_default=True, callback=_int_list,
+              help="One probe per seed; several give a mean and a 95% interval.")
 @device_option()
 @_report_opt
+@_threads_opt
 @_quiet_opt
 @handle_errors()
 def paper_probe(model_ref, train_images, test_images, layer, epochs, lr, momentum, weight_decay, batch_size,
-                milestones, gamma, average_last, seeds, device, report, quiet):
+                milestones, gamma, average_last, seeds, device, report, threads, quiet):
     """The paper's linear probe (docs/METHODS.md section 7): SGD on a linear layer over the frozen encoder,
     with train-time augmentation. Slow: every epoch runs the encoder on every train image."""
-    from metaug_features.evaluation import report_entry
-    from metaug_features.evaluation.paper_probe import PaperProbeConfig, paper_linear_probe
-    from metaug_features.file_list import collect_files
-    from metaug_features import load_encoder
+    from metaug_features.evaluation import paper_probe_folders
 
-    enc = load_encoder(str(model_ref), device=device)
-    splits = {}
-    for name, folder in (("train", train_images), ("test", test_images)):
-        files = [e for e in collect_files([folder]).entries if e.skip_reason is None]
-        if not files:
-            raise MetAugError(f"{folder}: no image files found")
-        splits[name] = ([e.path for e in files], [e.label for e in files])
     cfg = PaperProbeConfig(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                           milestones=tuple(milestones), gamma=gamma, average_last=average_last, seeds=tuple(seeds))
-    res = paper_linear_probe(enc, splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1],
-                             layer=layer, config=cfg, progress=not quiet and sys.stderr.isatty())
-    inputs = {"model": {"ref": str(model_ref), "config": enc.config.to_dict()},
-              "train": {"path": str(train_images), "num_rows": len(splits["train"][0])},
-              "test": {"path": str(test_images), "num_rows": len(splits["test"][0])}}
-    _finish([report_entry(res)], inputs, report, quiet)
+                           milestones=milestones, gamma=gamma, average_last=average_last, seeds=seeds)
+    _print(paper_probe_folders(model_ref, train_images, test_images, config=cfg, layer=layer, device=device,
+                               threads=threads, progress=not quiet and sys.stderr.isatty(), report_path=report),
+           quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
 """``metaug-export CHECKPOINT -o DIR``: a training checkpoint -> an inference model folder
 (config.json + model.safetensors + README.md) that ``load_encoder`` and ``metaug-extract`` read.
 
-Only parses options and calls :func:`metaug_training.export.export_checkpoint`.
+Only parses options and calls :func:`metaug_training.export.export_checkpoint`, which also
+renders the release card from ``--card-metrics``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ def main(checkpoint: str, output: Path, card_metrics: str | None, default_layer:
 
     (The folder may also be given as a second argument, CHECKPOINT DIR, as older scripts do.)"""
     from metaug_training.export import export_checkpoint
-    from metaug_training.model_card import card_renderer_from_json
 
-    card = card_renderer_from_json(card_metrics) if card_metrics else None
-    folder = export_checkpoint(checkpoint, output, card=card, default_layer=default_layer,
+    folder = export_checkpoint(checkpoint, output, card_metrics=card_metrics, default_layer=default_layer,
                                truncate_after=truncate_after, weights_dtype=weights_dtype)
     click.echo(f"exported {normalised(checkpoint)} -> {normalised(folder)}")
 

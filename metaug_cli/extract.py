@@ -7,19 +7,24 @@ from pathlib import Path
 
 import click
 
-from metaug_features.decode_pool import DEFAULT_DECODE_TIME_LIMIT_S
 from metaug_features.errors import MetAugError
-from metaug_features.preprocess import DEFAULT_MAX_PIXELS
-from metaug_features.extract import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CHUNK_SIZE,
-    ExtractSummary,
-    default_workers,
-    extract_features,
-)
+from metaug_features.extract import ExtractSummary, default_workers, extract_features
+from metaug_features.feature_formats import FEATURE_FORMATS
 from metaug_features.merge import merge_shards
+from metaug_features.preprocess import DEFAULT_MAX_PIXELS
 
-from ._common import command, device_option, handle_errors, normalised, output_option
+from ._common import (
+    command,
+    device_option,
+    handle_errors,
+    normalised,
+    output_option,
+    quiet_option,
+    signature_defaults,
+)
+
+#: The one source of the options' defaults: extract_features' keyword arguments.
+DEFAULTS = signature_defaults(extract_features)
 
 HELP = f"""Extract frozen features of every image under PATH... into a feature folder.
 
@@ -64,7 +69,9 @@ uninterrupted run. Another command into the same folder is refused (use --overwr
 new --output).
 
 \b
-Scale-out: --shard I/N (I = 0..N-1) computes a contiguous 1/N of the sorted file list, e.g.
+Scale-out: --shard I/N (I = 0..N-1) computes a contiguous 1/N of the sorted file list
+(shard sizes differ by at most one file; with N above the number of files some shards are
+empty, written as valid folders of 0 rows that merge like the others), e.g.
 in a Slurm array:  metaug-extract --model M --shard $SLURM_ARRAY_TASK_ID/8 --output out/s$SLURM_ARRAY_TASK_ID data/
 then join:         metaug-extract --merge --output out/all out/s*
 With --merge, PATH... are the shard output folders and --model is not used; the merged
@@ -92,6 +99,31 @@ def _report(summary: ExtractSummary, quiet: bool) -> None:
         click.echo(f"  {'... and ' + str(more) + ' more; ' if more > 0 else ''}all listed in {output / 'skipped.csv'}", err=True)
 
 
+class FormatChoice(click.Choice):
+    """``--format``: the keys of ``FEATURE_FORMATS``, read when the command runs, so a row added to
+    the table is a choice without touching this file."""
+
+    def __init__(self) -> None:
+        super().__init__(tuple(FEATURE_FORMATS))
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(FEATURE_FORMATS)
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click's __init__ assigns; the table is the source
+        pass
+
+
+class FormatOption(click.Option):
+    """``--format``, whose help lists the rows of ``FEATURE_FORMATS`` when it is shown."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        rows = "; ".join(f"{name}: {row.file}, {row.summary}" for name, row in FEATURE_FORMATS.items())
+        self.help = f"Features file ({rows})."
+        return super().get_help_record(ctx)
+
+
 def _resume_hint(output: Path, **_: object) -> str:
     """What an interrupted extraction prints (it resumes)."""
     return f"interrupted; finished chunks are kept in {output / '.partial'}, run the same command again to resume"
@@ -100,23 +132,22 @@ def _resume_hint(output: Path, **_: object) -> str:
 @command("metaug-extract", help=HELP)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_ref", metavar="REF", help="Model folder, alias or Hub id[@revision] (not with --merge).")
-@click.option("--layer", default=None, help="Feature layer (default: the model's default layer).")
-@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Images per forward pass.")
-@click.option("--workers", default=None, type=int, help=f"Decoding worker processes; 0 decodes in the main process. [default: min(4, cores) = {default_workers()}]")
+@click.option("--layer", default=DEFAULTS["layer"], help="Feature layer (default: the model's default layer).")
+@click.option("--batch-size", default=DEFAULTS["batch_size"], show_default=True, type=int, help="Images per forward pass.")
+@click.option("--workers", default=DEFAULTS["workers"], type=int,
+              help=f"Decoding worker processes; 0 decodes in the main process. [default: min(4, cores) = {default_workers()}]")
 @device_option()
 @output_option("Feature folder to write.", default="features")
-@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "safetensors", "parquet"]),
-              help="Features file: npy or safetensors (float32 [N, D]), or parquet: one table features.parquet "
-                   "(path, label, feature as fixed_size_list<float32>[D]) for pandas/pyarrow; needs "
-                   "pip install 'metaug-features[parquet]'.")
-@click.option("--strict", is_flag=True, help="Fail (exit 2, no output) if any file would be skipped.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different extraction.")
-@click.option("--shard", default=None, metavar="I/N", help="Compute only shard I of N (0 <= I < N) of the sorted file list.")
+@click.option("--format", "fmt", cls=FormatOption, default=DEFAULTS["fmt"], show_default=True, type=FormatChoice())
+@click.option("--strict", is_flag=True, default=DEFAULTS["strict"], help="Fail (exit 2, no output) if any file would be skipped.")
+@quiet_option("No progress bar and no summary.")
+@click.option("--overwrite", is_flag=True, default=DEFAULTS["overwrite"],
+              help="Replace an output folder that holds a different extraction.")
+@click.option("--shard", default=DEFAULTS["shard"], metavar="I/N", help="Compute only shard I of N (0 <= I < N) of the sorted file list.")
 @click.option("--merge", is_flag=True, help="Join shard output folders (given as PATH...) into --output.")
-@click.option("--decode-time-limit", default=DEFAULT_DECODE_TIME_LIMIT_S, show_default=True, type=float, metavar="SECONDS",
+@click.option("--decode-time-limit", default=DEFAULTS["decode_time_limit"], show_default=True, type=float, metavar="SECONDS",
               help="Skip a file whose decoding takes longer (its worker is killed); 0 = no limit. Needs --workers >= 1.")
-@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, type=int, hidden=True, help="Files per resume chunk (advanced).")
+@click.option("--chunk-size", default=DEFAULTS["chunk_size"], type=int, hidden=True, help="Files per resume chunk (advanced).")
 @handle_errors(on_interrupt=_resume_hint)
 def main(paths: tuple[str, ...], model_ref: str | None, layer: str | None, batch_size: int, workers: int | None,
          device: str, output: Path, fmt: str, strict: bool, quiet: bool, overwrite: bool, shard: str | None, merge: bool,

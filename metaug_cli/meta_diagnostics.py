@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ._common import command, echo_written, handle_errors, output_option
+from ._common import command, echo_written, handle_errors, output_option, quiet_option
 
 
 @command("metaug-meta-diagnostics")
@@ -22,7 +22,7 @@ from ._common import command, echo_written, handle_errors, output_option
               help="Summarise the last N meta steps [default: the last 10%, at least 1].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the summary and the verdict as JSON here.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
+@quiet_option("No warnings, no summary and no 'wrote' lines: print only the verdict.")
 @handle_errors()
 def main(source: str, output: Path | None, last: int | None, json_path: Path | None, quiet: bool) -> None:
     """Read the meta-step diagnostics of a method=metaug run (RUN_DIR_OR_LOG: the run folder or

@@ -1,14 +1,13 @@
 """``metaug-push FOLDER --repo-id ORG/NAME``: upload a model folder to the Hugging Face Hub.
 
-Only parses options and calls :mod:`metaug_training.publish`. ``--dry-run`` validates the folder
-(config, weights, card metadata) and lists what would be uploaded, without any network call.
+Only parses options and calls :func:`metaug_training.publish.push_folder`, or with ``--dry-run``
+:func:`metaug_training.publish.dry_run_push`, which validates the repo id and the folder (config,
+weights, card metadata) and lists what would be uploaded, without any network call.
 """
 
 from __future__ import annotations
 
 import click
-
-from metaug_features.errors import MetAugError
 
 from ._common import command, handle_errors
 
@@ -23,17 +22,10 @@ from ._common import command, handle_errors
 @handle_errors()
 def main(folder: str, repo_id: str, revision: str | None, private: bool, tag: str | None, dry_run: bool) -> None:
     """Publish the model folder FOLDER (config.json + model.safetensors + README.md)."""
-    from metaug_training.publish import alias_for, push_folder, validate_model_folder
+    from metaug_training.publish import dry_run_push, push_folder
 
     if dry_run:
-        report = validate_model_folder(folder)
-        click.echo(report.summary())
-        target = f"{repo_id}" + (f" (branch {revision})" if revision else "") + (f", tag {tag}" if tag else "")
-        if not report.ok:
-            raise MetAugError(f"dry run: {folder} is not publishable ({len(report.errors)} error(s) above)")
-        click.echo(f"dry run OK: would push {len(report.files)} file(s) to {target}")
-        for line in alias_for(repo_id):
-            click.echo(f"alias: {line}")
+        dry_run_push(folder, repo_id, revision=revision, tag=tag, log=click.echo)
         return
     result = push_folder(folder, repo_id, revision=revision, private=private, tag=tag)
     click.echo(f"pushed {len(result.files)} file(s) to {result.repo_id}: {result.commit_url}")

@@ -22,18 +22,18 @@ from .model_io import load_encoder, load_model_dir, save_pretrained
 __version__ = "0.2.0"
 
 __all__ = [
+    "MODEL_ALIASES",
+    "ConfigError",
     "EncoderConfig",
+    "EvaluationInputError",
+    "FeatureFileError",
+    "ImageDecodeError",
     "MetAugEncoder",
+    "MetAugError",
+    "ModelNotFoundError",
+    "WeightsError",
     "build_encoder",
     "load_encoder",
     "load_model_dir",
     "save_pretrained",
-    "MODEL_ALIASES",
-    "MetAugError",
-    "ConfigError",
-    "WeightsError",
-    "ModelNotFoundError",
-    "ImageDecodeError",
-    "FeatureFileError",
-    "EvaluationInputError",
 ]

@@ -20,10 +20,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = True, **open_kwargs) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on a clean exit rename it onto ``path``.
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+    ``fsync=False`` skips flushing the data to disk before the rename: only for files that are
+    validated when read (a cache), where a power cut may leave a damaged file that is rebuilt.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +34,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)

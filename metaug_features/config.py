@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
+from .encoders.registry import ENCODERS, encoder_architecture
 from .errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -30,13 +32,9 @@ LAB_STD: tuple[float, float, float] = (50.0, 92.208, 101.1675)
 RGB_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 RGB_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-#: Per architecture: feature layers in network order (the last one, "head", is the projection
-#: head used only in training), default input and resize sizes, default feature layer.
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "alexnet224": dict(layers=("conv_pool", "conv", "fc6", "fc", "head"), input_size=224, resize_size=256, default_layer="conv"),
-    "alexnet32": dict(layers=("conv_pool", "conv", "fc6", "fc", "head"), input_size=32, resize_size=32, default_layer="conv"),
-    "resnet50": dict(layers=("layer3_pool", "pool", "head"), input_size=224, resize_size=256, default_layer="pool"),
-}
+#: Architecture name -> feature layers, default sizes and checks: the encoder table
+#: (metaug_features.encoders.registry), re-exported under its old name for older imports.
+ARCHITECTURES = ENCODERS
 #: Layers whose weights are shared with an earlier layer (no weights of their own).
 _WEIGHTLESS_ALIASES = {"conv_pool": "conv"}
 
@@ -51,17 +49,22 @@ class EncoderConfig:
     """Architecture and preprocessing of a split (one half-network per view) encoder.
 
     Attributes:
-        architecture: "alexnet224" (paper geometry, 224 input), "alexnet32" (CIFAR-native:
-            conv1 5x5 stride 1) or "resnet50" (one ResNet-50 trunk per view).
+        architecture: a name of the encoder table (metaug_features.encoders.registry.ENCODERS):
+            "alexnet224" (paper geometry, 224 input), "alexnet32" (CIFAR-native: conv1 5x5
+            stride 1) or "resnet50" (one ResNet-50 trunk per view).
         width: channel / fc-width multiplier of the AlexNet halves (ResNet-50: must be 1.0).
         views: the views, a non-empty subset of ("l", "ab", "ori") in that order.
         ori_space: colour space of the "ori" view: "lab" (official code) or "rgb" (paper text).
-        input_size: side of the square crop fed to the network.
+        input_size: side of the square crop fed to the network (default: the table row's, per
+            stem).
         resize_size: eval preprocessing resizes the shorter side to this, then centre-crops
-            ``input_size`` (the two equal: the whole image is resized to the square).
+            ``input_size`` (the two equal: the whole image is resized to the square). Default:
+            the row's for its default input; for another input, the input itself up to 64 px,
+            else ``input_size * 256 / 224`` (the usual ImageNet ratio).
         embedding_dim: output dimension of the projection head (training only).
         stem: ResNet-50 first layers: "imagenet" (7x7/2 conv + max-pool) or "cifar"
-            (3x3/1 conv, no max-pool). AlexNet: must be "imagenet" (unused).
+            (3x3/1 conv, no max-pool). AlexNet: must be "imagenet" (unused). The stems an
+            architecture accepts are the keys of its row's ``sizes``.
         truncate_after: None keeps every layer including the projection head; a layer name
             keeps the weights up to that feature layer only (a smaller release folder).
         default_layer: the feature layer returned when none is asked for.
@@ -95,16 +98,22 @@ class EncoderConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        _check_choice("architecture", self.architecture, ARCHITECTURES)
-        arch = ARCHITECTURES[self.architecture]
+        arch = encoder_architecture(self.architecture)
+        if not isinstance(self.stem, str) or self.stem not in arch.sizes:
+            raise ConfigError(f"config key 'stem' must be one of {list(arch.sizes)} for {self.architecture}, got {self.stem!r}")
+        default_input, default_resize = arch.sizes[self.stem]
         if self.input_size is None:
-            size = 32 if (self.architecture == "resnet50" and self.stem == "cifar") else arch["input_size"]
-            object.__setattr__(self, "input_size", size)
+            object.__setattr__(self, "input_size", default_input)
         if self.resize_size is None:
-            resize = self.input_size if self.input_size <= 64 else round(self.input_size * 256 / 224)
+            if self.input_size == default_input:
+                resize = default_resize
+            elif isinstance(self.input_size, (int, float)):
+                resize = self.input_size if self.input_size <= 64 else round(self.input_size * 256 / 224)
+            else:
+                resize = self.input_size  # a wrong type: _validate names it
             object.__setattr__(self, "resize_size", resize)
         if self.default_layer is None:
-            object.__setattr__(self, "default_layer", arch["default_layer"])
+            object.__setattr__(self, "default_layer", arch.default_layer)
         if not isinstance(self.provenance, Mapping):
             raise ConfigError(f"config key 'provenance' must be a JSON object, got {type(self.provenance).__name__}")
         object.__setattr__(self, "provenance", dict(self.provenance))
@@ -115,8 +124,9 @@ class EncoderConfig:
         _check_type("width", self.width, (int, float))
         if not (0 < float(self.width) <= _MAX_WIDTH) or not math.isfinite(self.width):
             raise ConfigError(f"config key 'width' must be in (0, {_MAX_WIDTH}], got {self.width}")
-        if self.architecture == "resnet50" and self.width != 1.0:
-            raise ConfigError("config key 'width' must be 1.0 for resnet50 (no width multiplier)")
+        arch = ENCODERS[self.architecture]
+        if not arch.width_multiplier and self.width != 1.0:
+            raise ConfigError(f"config key 'width' must be 1.0 for {self.architecture} (no width multiplier)")
         if not isinstance(self.views, tuple) or not self.views:
             raise ConfigError(f"config key 'views' must be a non-empty list of {list(VIEW_ORDER)}, got {self.views!r}")
         for v in self.views:
@@ -131,17 +141,15 @@ class EncoderConfig:
             raise ConfigError(f"config key 'input_size' must be in [16, {_MAX_INPUT_SIZE}], got {self.input_size}")
         if not (self.input_size <= self.resize_size <= 2 * _MAX_INPUT_SIZE):
             raise ConfigError(f"config key 'resize_size' must be in [input_size, {2 * _MAX_INPUT_SIZE}], got {self.resize_size}")
-        if self.architecture.startswith("alexnet") and self.input_size != ARCHITECTURES[self.architecture]["input_size"]:
+        fixed_size = arch.sizes[self.stem][0]
+        if arch.fixed_input_size and self.input_size != fixed_size:
             raise ConfigError(
-                f"config key 'input_size' must be {ARCHITECTURES[self.architecture]['input_size']} for {self.architecture} "
-                f"(its fc6 layer is sized for that input), got {self.input_size}"
+                f"config key 'input_size' must be {fixed_size} for {self.architecture} "
+                f"(its layers after the convolutions are sized for that input), got {self.input_size}"
             )
         if not (1 <= self.embedding_dim <= _MAX_EMBEDDING_DIM):
             raise ConfigError(f"config key 'embedding_dim' must be in [1, {_MAX_EMBEDDING_DIM}], got {self.embedding_dim}")
-        _check_choice("stem", self.stem, ("imagenet", "cifar"))
-        if self.architecture != "resnet50" and self.stem != "imagenet":
-            raise ConfigError("config key 'stem' applies to resnet50 only; leave it 'imagenet' for AlexNet")
-        layers = ARCHITECTURES[self.architecture]["layers"]
+        layers = arch.layers
         if self.truncate_after is not None:
             _check_choice("truncate_after", self.truncate_after, layers[:-1])
         _check_choice("default_layer", self.default_layer, self.feature_layers)
@@ -157,7 +165,7 @@ class EncoderConfig:
     @property
     def kept_layers(self) -> tuple[str, ...]:
         """Layers (in network order, "head" included when kept) whose weights this config holds."""
-        layers = ARCHITECTURES[self.architecture]["layers"]
+        layers = ENCODERS[self.architecture].layers
         if self.truncate_after is None:
             return layers
         return layers[: layers.index(self.truncate_after) + 1]
@@ -190,7 +198,7 @@ class EncoderConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], strict: bool = True) -> "EncoderConfig":
+    def from_dict(cls, d: Mapping[str, Any], strict: bool = True) -> EncoderConfig:
         """Build a config from a dict (e.g. a parsed config.json).
 
         With ``strict`` (used for model folders) every field must be present; unknown keys are
@@ -224,7 +232,7 @@ class EncoderConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str, strict: bool = True) -> "EncoderConfig":
+    def from_json(cls, text: str, strict: bool = True) -> EncoderConfig:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

@@ -11,13 +11,18 @@ Data flow (one direction)::
 
 Guarantees:
 
-* **Deterministic**: rows follow the sorted relative paths; batches never cross chunk
-  boundaries, so a chunk's numbers do not depend on where a run was interrupted or on how
-  the list was sharded. A killed run restarted with the same arguments recomputes only the
-  missing chunks and ends bit-identical to an uninterrupted run.
-* **Scale-out**: ``shard=(i, n)`` computes a contiguous 1/n of the chunks;
-  :func:`metaug_features.merge.merge_shards` concatenates the shard folders into the single-run
-  output, byte for byte.
+* **Deterministic**: rows follow the sorted relative paths; batches are cut on one grid
+  (``batch_size`` files from the start of each fixed chunk) and never cross chunk boundaries,
+  so a chunk's numbers do not depend on where a run was interrupted or on how the list was
+  sharded. A killed run restarted with the same arguments recomputes only the missing chunks
+  and ends bit-identical to an uninterrupted run.
+* **Scale-out**: ``shard=(i, n)`` computes a contiguous 1/n of the *files* (sizes differ by at
+  most one; :func:`~metaug_features.file_list.shard_bounds`), for any file count; n above the
+  file count leaves some shards empty, each a valid folder of 0 rows. A shard boundary inside a
+  batch of the grid: the shard computes that whole batch and keeps its own rows, so each row is
+  computed in the very batch an unsharded run computes it in (a forward's float sums can depend
+  on the batch). :func:`metaug_features.merge.merge_shards` concatenates the shard folders into
+  the single-run output, byte for byte.
 * **Bad input never crashes or hangs**: every file that cannot be decoded is skipped and
   listed with its reason, including a file whose decoder runs past the per-file time limit or
   crashes its worker process (see :mod:`metaug_features.decode_pool`); ``strict=True`` turns any skip into :class:`StrictModeError` with no final
@@ -26,7 +31,8 @@ Guarantees:
 * **Constant memory**: features are held one chunk at a time and streamed to the final file.
 
 Neighbours: listing and labels in :mod:`~metaug_features.file_list`, decoding in
-:mod:`~metaug_features.file_decode` (the decode pool), the output folder's states in
+:mod:`~metaug_features.file_decode` (the decode pool), what a run computes (shard range, chunk
+parts, keys) in :mod:`~metaug_features.extract_plan`, the output folder's states in
 :mod:`~metaug_features.output_folder`, the resume chunks and the lock in
 :mod:`~metaug_features.extract_state`, merging in :mod:`~metaug_features.merge`.
 """
@@ -36,9 +42,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,14 +52,33 @@ import torch
 from .decode_pool import DEFAULT_DECODE_TIME_LIMIT_S, Decoding, default_workers
 from .device import resolve_device
 from .errors import MetAugError
+from .extract_plan import RunPlan, plan_run
 from .extract_result import ExtractSummary, StrictModeError
-from .extract_state import ChunkResult, PartialStore, check_output_writable, key_sha256, model_fingerprint, output_lock
+from .extract_state import (
+    ChunkResult,
+    PartialStore,
+    check_output_writable,
+    output_lock,
+)
+from .feature_formats import FEATURE_FORMATS
 from .feature_stream import write_feature_folder
-from .file_decode import FileDataset, batch_ranges, collate_decoded, decode_files, format_skip_reason
-from .file_list import FileList, chunk_bounds, collect_files, parse_shard, shard_chunks
+from .file_decode import (
+    FileDataset,
+    batch_ranges,
+    collate_decoded,
+    decode_files,
+    format_skip_reason,
+)
+from .file_list import (
+    FileList,
+    collect_files,
+    parse_shard,
+    shard_bounds,
+)
+
 # Re-exported: ``from metaug_features.extract import merge_shards`` is public API.
 from .merge import merge_shards
-from .output_folder import FORMATS, check_format, claim_output, read_skipped
+from .output_folder import check_format, claim_output, read_skipped
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CHUNK_SIZE = 1024
@@ -145,12 +170,14 @@ def extract_features(
         batch_size: images per forward; part of the result (float sums can depend on it).
         workers: decoding worker processes (0 = decode in this process); default min(4, cores).
         device: "cpu", "cuda", "cuda:N" or "auto".
-        fmt: the features file: "npy", "safetensors" (float32 [N, D]) or "parquet" (one table of
-            path, label, feature; needs pyarrow, see :mod:`metaug_features.parquet_features`).
+        fmt: the features file, a key of :data:`~metaug_features.feature_formats.FEATURE_FORMATS`:
+            "npy", "safetensors" (float32 [N, D]) or "parquet" (one table of path, label,
+            feature; needs pyarrow, see :mod:`metaug_features.parquet_features`).
         strict: raise :class:`StrictModeError` (and write no final output) if any file is skipped.
-        shard: ``(i, n)`` or ``"i/n"`` (0 <= i < n): compute only shard i of n (contiguous
-            chunks); join the shard folders with :func:`merge_shards`.
-        chunk_size: files per resume chunk (and the unit of sharding); part of the result.
+        shard: ``(i, n)`` or ``"i/n"`` (0 <= i < n): compute only shard i of n, a contiguous
+            1/n of the sorted files (empty, and written as a valid folder of 0 rows, only when
+            n exceeds the file count); join the shard folders with :func:`merge_shards`.
+        chunk_size: files per resume chunk; part of the result (batches never cross a chunk).
         overwrite: replace an output folder that holds a different extraction.
         progress: show a progress bar (only when stderr is a terminal).
         decode_time_limit: seconds one file may take to decode before it is skipped with the
@@ -179,9 +206,8 @@ def extract_features(
             "(empty folder, or only hidden files); nothing to extract"
         )
     if strict:  # skips known from the listing alone fail before any decoding
-        bounds = chunk_bounds(len(files), chunk_size)
-        mine = shard_chunks(len(bounds), *shard) if shard else range(len(bounds))
-        pre = [(e.rel, e.skip_reason) for k in mine for e in files.entries[slice(*bounds[k])] if e.skip_reason]
+        first, last = shard_bounds(len(files), *shard) if shard else (0, len(files))
+        pre = [(e.rel, e.skip_reason) for e in files.entries[first:last] if e.skip_reason]
         if pre:
             raise StrictModeError(pre, complete=False)
     created = not out.exists()
@@ -222,7 +248,7 @@ def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer:
         layer = enc.config.default_layer if layer is None else layer
         if layer not in enc.layers:
             raise MetAugError(f"unknown --layer {layer!r} for this model; available: {', '.join(enc.layers)}")
-        plan = _plan(enc, ref, layer, files, batch_size, chunk_size, dev, shard)
+        plan = plan_run(enc, ref, layer, files, batch_size, chunk_size, dev, shard, EXTRACTION_VERSION)
         store = PartialStore(out)
         finished = claim_output(out, store, plan, fmt, overwrite)
     except BaseException:
@@ -234,24 +260,23 @@ def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer:
         return ExtractSummary(
             output=out, num_files=plan.last - plan.first, num_rows=int(finished["num_rows"]),
             num_skipped=len(skipped), dim=int(finished["dim"]), layer=layer, skipped=skipped,
-            chunks_total=len(plan.chunks), chunks_resumed=len(plan.chunks), already_complete=True,
+            chunks_total=len(plan.parts), chunks_resumed=len(plan.parts), already_complete=True,
             seconds=time.perf_counter() - t0,
         )
 
-    # 3. Compute the chunks of this shard that are not on disk yet.
-    bounds = plan.bounds
-    pending = [k for k in plan.chunks if store.load_chunk(k, *bounds[k], plan.state_sha) is None]
-    pending_set = set(pending)
-    files_done = sum(bounds[k][1] - bounds[k][0] for k in plan.chunks if k not in pending_set)
+    # 3. Compute the chunks (parts of chunks, at a shard's ends) that are not on disk yet.
+    # Read whole (a damaged chunk fails its zip CRC and is recomputed); later passes trust them.
+    pending = [part for part in plan.parts if store.load_chunk(*part, plan.state_sha) is None]
+    files_done = (plan.last - plan.first) - sum(stop - start for _, start, stop in pending)
     if pending:
-        _compute_chunks(enc, files, bounds, pending, layer, batch_size, decoding, dev, store, plan.state_sha,
+        _compute_chunks(enc, files, plan.bounds, pending, layer, batch_size, decoding, dev, store, plan.state_sha,
                         _progress(plan.last - plan.first, files_done, progress, "extract"))
 
     # 4. Assemble (features streamed chunk by chunk), then drop the partial state.
     rows: list[int] = []
     skipped_idx: list[tuple[int, str]] = []
-    for k in plan.chunks:  # first pass: row and skip lists only
-        c = _load_chunk_or_fail(store, k, bounds[k], plan.state_sha)
+    for part in plan.parts:  # first pass: row and skip lists only
+        c = _load_chunk_or_fail(store, part, plan.state_sha, features=False)
         rows += c.rows
         skipped_idx += c.skipped
     skipped = [(files.entries[i].rel, r) for i, r in skipped_idx]
@@ -274,7 +299,7 @@ def _extract_steps(model: Any, files: FileList, out: Path, created: bool, layer:
     store.remove()
     return ExtractSummary(
         output=out, num_files=plan.last - plan.first, num_rows=len(rows), num_skipped=len(skipped), dim=plan.dim,
-        layer=layer, skipped=skipped, chunks_total=len(plan.chunks), chunks_resumed=len(plan.chunks) - len(pending),
+        layer=layer, skipped=skipped, chunks_total=len(plan.parts), chunks_resumed=len(plan.parts) - len(pending),
         chunks_computed=len(pending), seconds=time.perf_counter() - t0,
     )
 
@@ -299,109 +324,66 @@ def _check_args(fmt, batch_size, chunk_size, workers, shard, device,
     return workers, shard, resolve_device(device)
 
 
-@dataclass
-class _Plan:
-    """What this run computes and the keys that tie chunks and outputs to it.
-
-    ``result_key`` holds everything that determines the numbers and is machine-independent
-    (shards from several machines share it); ``state_sha`` additionally pins the shard and the
-    absolute root folder, so a resume never mixes chunks of another folder.
-    """
-
-    bounds: list[tuple[int, int]]
-    chunks: range
-    first: int
-    last: int
-    dim: int
-    result_key: dict[str, Any]
-    result_sha: str
-    shard_meta: dict[str, Any] | None
-    meta: dict[str, Any]
-    state_key: dict[str, Any]
-    state_sha: str
-
-
-def _plan(enc, ref, layer, files: FileList, batch_size, chunk_size, dev, shard) -> _Plan:
-    bounds = chunk_bounds(len(files), chunk_size)
-    chunks = shard_chunks(len(bounds), *shard) if shard else range(len(bounds))
-    first = bounds[chunks.start][0] if chunks.start < len(bounds) else len(files)
-    last = bounds[chunks.stop - 1][1] if len(chunks) else first
-    result_key = {
-        "extraction_version": EXTRACTION_VERSION,
-        "model_sha256": model_fingerprint(enc, enc.config.to_dict()),
-        "layer": layer,
-        "batch_size": batch_size,
-        "chunk_size": chunk_size,
-        "device": dev.type,
-        "file_list_sha256": files.sha256(),
-        "num_files": len(files),
-    }
-    result_sha = key_sha256(result_key)
-    shard_meta = None if shard is None else {"index": shard[0], "count": shard[1], "files": [first, last]}
-    meta = {
-        "tool": "metaug-extract",
-        "model": ref,
-        "model_config": enc.config.to_dict(),
-        **result_key,
-        "result_key_sha256": result_sha,
-        "shard": shard_meta,
-    }
-    state_key = {**result_key, "shard": shard_meta, "root": files.root}
-    return _Plan(bounds, chunks, first, last, enc.feature_dim(layer), result_key, result_sha, shard_meta, meta,
-                 state_key, key_sha256(state_key))
-
-
-def _chunk_features(store: PartialStore, plan: "_Plan") -> Iterator[np.ndarray]:
+def _chunk_features(store: PartialStore, plan: RunPlan) -> Iterator[np.ndarray]:
     """The features of this run's chunks, one chunk [n_k, D] at a time, in order."""
-    for k in plan.chunks:
-        yield _load_chunk_or_fail(store, k, plan.bounds[k], plan.state_sha).features
+    for part in plan.parts:
+        yield _load_chunk_or_fail(store, part, plan.state_sha).features
         _return_free_memory()
 
 
-def _load_chunk_or_fail(store: PartialStore, k: int, bound: tuple[int, int], state_sha: str) -> ChunkResult:
-    c = store.load_chunk(k, bound[0], bound[1], state_sha)
+def _load_chunk_or_fail(store: PartialStore, part: tuple[int, int, int], state_sha: str,
+                        features: bool = True) -> ChunkResult:
+    c = store.load_chunk(*part, state_sha, features=features)
     if c is None:  # only if .partial was changed by someone else during the run
-        raise MetAugError(f"{store.dir}: finished chunk {k} disappeared or is damaged; run the same command again")
+        raise MetAugError(f"{store.dir}: finished chunk {part[0]} disappeared or is damaged; run the same command again")
     return c
 
 
 def _compute_chunks(
-    enc, files: FileList, bounds: list[tuple[int, int]], pending: list[int], layer: str, batch_size: int,
-    decoding: Decoding, dev: torch.device, store: PartialStore, state_sha: str, bar,
+    enc, files: FileList, bounds: list[tuple[int, int]], pending: list[tuple[int, int, int]], layer: str,
+    batch_size: int, decoding: Decoding, dev: torch.device, store: PartialStore, state_sha: str, bar,
 ) -> None:
-    """Decode and encode the ``pending`` chunks, writing each as soon as it is complete.
+    """Decode and encode the ``pending`` parts ``(k, start, stop)``, writing each as soon as it
+    is complete.
 
-    One decoding pool over all pending batches (workers start once); batches are cut inside
-    each chunk, so the order of the batches tells where a chunk ends.
+    A part's batches are the batches of chunk k's grid (``bounds[k]`` cut every ``batch_size``
+    files) that meet ``[start, stop)``; each is decoded and encoded whole and the part keeps
+    its own rows, so a row is computed in the same batch whatever the shard. One decoding pool
+    over all pending batches (workers start once); the order of the batches tells where a part
+    ends.
     """
     batches: list[list[int]] = []
-    batch_chunk: list[int] = []
-    for k in pending:
-        cut = batch_ranges(*bounds[k], batch_size)
+    batch_part: list[int] = []  # index into ``pending`` of each batch
+    for j, (k, start, stop) in enumerate(pending):
+        cut = [b for b in batch_ranges(*bounds[k], batch_size) if b[0] < stop and b[-1] >= start]
         batches += cut
-        batch_chunk += [k] * len(cut)
+        batch_part += [j] * len(cut)
     decoded = decode_files(files.entries, enc.preprocess.load_image, batches, decoding)
     was_training = enc.training
     enc.eval()
-    # Batches come in plan order; the plan says which batch closes a chunk.
-    closes_chunk = [j == len(batches) - 1 or batch_chunk[j + 1] != batch_chunk[j] for j in range(len(batches))]
+    closes_part = [j == len(batches) - 1 or batch_part[j + 1] != batch_part[j] for j in range(len(batches))]
     dim = enc.feature_dim(layer)
     current: ChunkResult | None = None
     feats: list[np.ndarray] = []
     try:
         with bar, torch.inference_mode():
-            for (row_idx, images, skipped, n), k, closes in zip(decoded, batch_chunk, closes_chunk):
+            for (row_idx, images, skipped, _), j, closes in zip(decoded, batch_part, closes_part):
+                k, start, stop = pending[j]
                 if current is None:
-                    current = ChunkResult(index=k, start=bounds[k][0], stop=bounds[k][1],
-                                          features=np.empty((0, dim), np.float32))
+                    current = ChunkResult(index=k, start=start, stop=stop, features=np.empty((0, dim), np.float32))
                 if images is not None:
                     if dev.type == "cuda":
                         images = images.pin_memory()
                     x = enc.preprocess.to_input(images.to(dev, non_blocking=True))
-                    feats.append(enc(x, layer).float().cpu().numpy())  # [b, D]
+                    out = enc(x, layer).float().cpu().numpy()  # [b, D]
+                    keep = [r for r, i in enumerate(row_idx) if start <= i < stop]
+                    if len(keep) < len(row_idx):  # a batch across a shard's end: its rows only
+                        out, row_idx = out[keep], [row_idx[r] for r in keep]
+                    feats.append(out)
+                mine = [(i, r) for i, r in skipped if start <= i < stop]
                 current.rows.extend(row_idx)
-                current.skipped.extend(skipped)
-                bar.update(n)
+                current.skipped.extend(mine)
+                bar.update(len(row_idx) + len(mine))
                 if closes:
                     if feats:
                         current.features = np.concatenate(feats)
@@ -413,9 +395,7 @@ def _compute_chunks(
         enc.train(was_training)
 
 
-
-
 __all__ = [
     "extract_features", "merge_shards", "ExtractSummary", "StrictModeError", "FileDataset",
-    "collate_decoded", "resolve_device", "default_workers", "format_skip_reason", "EXTRACTION_VERSION", "FORMATS",
+    "collate_decoded", "resolve_device", "default_workers", "format_skip_reason", "EXTRACTION_VERSION", "FEATURE_FORMATS",
 ]

@@ -1,10 +1,12 @@
-"""Write a feature folder from pieces, never holding all N x D features in memory.
+"""Write a feature folder from pieces, never holding all N x D features in memory; read its
+features back the same way.
 
-:func:`metaug_features.feature_files.write_feature_set` needs the whole ``[N, D]`` array; an
-extraction of a large folder (or a merge of shards) has it only as a sequence of chunk
-files. :func:`write_feature_folder` streams those pieces into the same on-disk format, byte
-for byte (``tests/extraction/test_extract_state.py`` checks this against ``write_feature_set``), so peak
-memory does not grow with the number of images.
+An extraction of a large folder (or a merge of shards) has its features only as a sequence of
+chunk files; :func:`write_feature_folder` streams those pieces through the features file's
+writer (a row of :data:`~metaug_features.feature_formats.FEATURE_FORMATS`) into the folder, so
+peak memory does not grow with the number of images.
+:func:`~metaug_features.feature_files.write_feature_set` (one ``[N, D]`` array) is this same
+writer given one block.
 
 Writes are atomic per file (temporary file + rename) and ``extract.json`` is written last: a
 folder that has ``extract.json`` is complete, as ``read_feature_set`` assumes.
@@ -13,51 +15,73 @@ folder that has ``extract.json`` is complete, as ``read_feature_set`` assumes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
-import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import IO, Any
 
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
 from .errors import FeatureFileError
-from .feature_files import (
-    FEATURE_FILES,
-    FEATURES_PARQUET,
+from .feature_formats import (
     FORMAT_VERSION,
     MANIFEST,
     METADATA,
     SKIPPED,
-    remove_stale_features,
-    sha256_file,
+    feature_format,
+    features_file_names,
+    features_path,
+    format_of_file,
 )
 
 _CSV_ENCODING = dict(encoding="utf-8", errors="surrogateescape", newline="")
 
 
-def _npy_header(num_rows: int, dim: int) -> bytes:
-    """The .npy header ``np.save`` writes for a C-ordered little-endian float32 [N, D] array."""
-    import io
+class _HashingWriter:
+    """A binary file that hashes what is written through it (the features file's sha256 for
+    extract.json, without reading the file back)."""
 
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": (num_rows, dim)}
-    )
-    return buf.getvalue()
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:  # tell, flush, closed, ... of the real file
+        return getattr(self._f, name)
 
 
-def _safetensors_header(num_rows: int, dim: int) -> bytes:
-    """The safetensors header ``safetensors.numpy.save({"features": a})`` writes for float32 [N, D]:
-    an 8-byte little-endian length, then compact JSON padded with spaces to a multiple of 8."""
-    nbytes = num_rows * dim * 4
-    text = json.dumps(
-        {"features": {"dtype": "F32", "shape": [num_rows, dim], "data_offsets": [0, nbytes]}},
-        separators=(",", ":"),
-    ).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (used to tie an evaluation report to its features)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_stale_features(out: Path, fmt: str) -> None:
+    """Remove the features files of the other formats (left by an earlier run into ``out``),
+    so that the folder holds exactly one."""
+    keep = feature_format(fmt).file
+    for name in features_file_names():
+        if name != keep and (out / name).exists():
+            (out / name).unlink()
+
+
+def _checked(blocks: Iterable[np.ndarray], dim: int, count: list[int]) -> Iterator[np.ndarray]:
+    """``blocks`` as C-ordered little-endian float32 ``[n, dim]``; counts their rows in ``count[0]``."""
+    for block in blocks:
+        block = np.ascontiguousarray(block, dtype="<f4")
+        if block.ndim != 2 or (block.shape[0] and block.shape[1] != dim):
+            raise FeatureFileError(f"feature block of shape {block.shape} does not match dim {dim}")
+        count[0] += block.shape[0]
+        yield block
 
 
 def write_feature_folder(
@@ -80,9 +104,9 @@ def write_feature_folder(
         num_rows, dim: N and D.
         paths, labels: N relative paths and labels (manifest rows, in row order).
         skipped: ``(path, reason)`` of the files that produced no row.
-        meta: extract.json content; the format keys are added as ``write_feature_set`` does.
-        fmt: ``"npy"``, ``"safetensors"`` or ``"parquet"`` (rows cut into fixed row groups, so
-            the bytes do not depend on the blocks' sizes either).
+        meta: extract.json content; the format keys (counts, features file, its sha256) are added.
+        fmt: a key of ``FEATURE_FORMATS``; its writer gives the same bytes however the rows are
+            cut into blocks.
 
     Returns:
         The metadata written to extract.json.
@@ -91,33 +115,22 @@ def write_feature_folder(
     out.mkdir(parents=True, exist_ok=True)
     if len(paths) != num_rows or len(labels) != num_rows:
         raise FeatureFileError(f"{num_rows} feature rows but {len(paths)} paths and {len(labels)} labels")
-    if fmt not in FEATURE_FILES:
-        raise FeatureFileError(f"unknown feature format {fmt!r}; use one of {', '.join(FEATURE_FILES)}")
-    feat_path = out / FEATURE_FILES[fmt]
+    row = feature_format(fmt)
+    feat_path = out / row.file
 
-    written = 0
+    written = [0]
     with atomic_write(feat_path, "wb") as f:
-        if fmt == "parquet":
-            from .parquet_features import write_parquet_features
-
-            written = write_parquet_features(f, feature_blocks(), paths, labels, dim)
-        else:
-            f.write(_npy_header(num_rows, dim) if fmt == "npy" else _safetensors_header(num_rows, dim))
-            for block in feature_blocks():
-                block = np.ascontiguousarray(block, dtype="<f4")
-                if block.ndim != 2 or (block.shape[0] and block.shape[1] != dim):
-                    raise FeatureFileError(f"feature block of shape {block.shape} does not match dim {dim}")
-                f.write(block.tobytes())
-                written += block.shape[0]
-        if written != num_rows:  # raising inside atomic_write leaves no file behind
-            raise FeatureFileError(f"expected {num_rows} feature rows, got {written}")
+        hashing = _HashingWriter(f)
+        row.write(hashing, _checked(feature_blocks(), dim, written), paths, labels, dim)
+        if written[0] != num_rows:  # raising inside atomic_write leaves no file behind
+            raise FeatureFileError(f"expected {num_rows} feature rows, got {written[0]}")
     remove_stale_features(out, fmt)
 
     with atomic_write(out / MANIFEST, "w", **_CSV_ENCODING) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["row", "path", "label"])
-        for i, (p, l) in enumerate(zip(paths, labels)):
-            w.writerow((i, p, l))
+        for i, (p, lb) in enumerate(zip(paths, labels)):
+            w.writerow((i, p, lb))
     with atomic_write(out / SKIPPED, "w", **_CSV_ENCODING) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["path", "reason"])
@@ -130,47 +143,18 @@ def write_feature_folder(
         dim=int(dim),
         num_skipped=len(skipped),
         features_file=feat_path.name,
-        features_sha256=sha256_file(feat_path),
+        features_sha256=hashing.sha256.hexdigest(),
     )
     atomic_write_text(out / METADATA, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
 
-def iter_feature_rows(folder: str | os.PathLike, rows_per_block: int = 4096) -> Iterable[np.ndarray]:
-    """Read the features of a finished feature folder in blocks of ``[<= rows_per_block, D]``.
-
-    Plain reads rather than a memory map: mapped pages would count towards the reader's
-    resident memory, and a merge of many shards must stay within constant memory.
-    """
-    from .feature_files import features_path
-
+def iter_feature_rows(folder: str | os.PathLike, rows_per_block: int = 4096) -> Iterator[np.ndarray]:
+    """Read the features of a finished feature folder in blocks of ``[<= rows_per_block, D]``
+    (with the reader of the format the folder holds)."""
     path = features_path(folder)
-    if path.name == FEATURES_PARQUET:
-        from .parquet_features import iter_parquet_features
-
-        yield from iter_parquet_features(path, rows_per_block)
-        return
-    with open(path, "rb") as f:
-        if path.suffix == ".npy":
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            if fortran or dtype != np.dtype("<f4") or len(shape) != 2:
-                raise FeatureFileError(f"{path}: expected C-ordered float32 [N, D], got {dtype} {shape}")
-        else:
-            (n,) = struct.unpack("<Q", f.read(8))
-            info = json.loads(f.read(n))["features"]
-            if info["dtype"] != "F32" or len(info["shape"]) != 2:
-                raise FeatureFileError(f"{path}: expected F32 [N, D] features, got {info['dtype']} {info['shape']}")
-            shape = tuple(info["shape"])
-            f.seek(8 + n + info["data_offsets"][0])
-        num_rows, dim = shape
-        for s in range(0, num_rows, rows_per_block):
-            k = min(rows_per_block, num_rows - s)
-            block = np.fromfile(f, dtype="<f4", count=k * dim)
-            if block.size != k * dim:
-                raise FeatureFileError(f"{path}: file ends before row {s + k} of {num_rows}")
-            yield block.reshape(k, dim)
+    fmt = format_of_file(path.name)
+    yield from feature_format(fmt).read(path, rows_per_block)
 
 
-__all__ = ["write_feature_folder", "iter_feature_rows"]
+__all__ = ["write_feature_folder", "iter_feature_rows", "remove_stale_features", "sha256_file"]

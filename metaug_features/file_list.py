@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -222,14 +222,21 @@ def chunk_bounds(num_files: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size, num_files)) for s in range(0, num_files, chunk_size)]
 
 
-def shard_chunks(num_chunks: int, index: int, count: int) -> range:
-    """The contiguous chunk indices of shard ``index`` of ``count`` (0-based).
+def shard_bounds(num_files: int, index: int, count: int) -> tuple[int, int]:
+    """Files ``[first, last)`` of shard ``index`` of ``count`` (0-based) of a sorted list.
 
-    Shard i gets chunks ``[floor(i K / N), floor((i + 1) K / N))``: the shards partition the
-    chunks, in order, with sizes differing by at most one, so concatenating the shards'
-    outputs in shard order gives the single-run output.
+    Shard i gets files ``[floor(i F / N), floor((i + 1) F / N))``: the shards partition the
+    list, in order, with sizes differing by at most one, whatever F and N (a shard is empty
+    only when N > F), so concatenating the shards' outputs in shard order gives the single-run
+    output. The unit is the file, not the resume chunk: chunks live inside a shard.
     """
-    return range(index * num_chunks // count, (index + 1) * num_chunks // count)
+    return index * num_files // count, (index + 1) * num_files // count
+
+
+def chunk_parts(bounds: Sequence[tuple[int, int]], first: int, last: int) -> list[tuple[int, int, int]]:
+    """``(k, start, stop)``: each chunk ``k`` of ``bounds`` that meets files ``[first, last)``,
+    clipped to them (the whole chunks when the range is the whole list; none when it is empty)."""
+    return [(k, max(s, first), min(e, last)) for k, (s, e) in enumerate(bounds) if max(s, first) < min(e, last)]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -247,7 +254,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 __all__ = [
-    "FileEntry", "FileList", "IMAGE_EXTENSIONS", "collect_files", "chunk_bounds", "shard_chunks",
+    "FileEntry", "FileList", "IMAGE_EXTENSIONS", "collect_files", "chunk_bounds", "chunk_parts", "shard_bounds",
     "parse_shard", "sort_key", "has_image_extension", "common_root", "label_of", "label_indices", "entry_for",
     "REASON_NOT_IMAGE_EXT", "REASON_NOT_REGULAR", "REASON_UNLISTABLE",
 ]

@@ -1,10 +1,11 @@
 """Join the shard folders of one extraction into the single-run output (``metaug-extract --merge``).
 
-``extract_features(..., shard=(i, n))`` computes a contiguous 1/n of the chunks of the sorted
-file list; :func:`merge_shards` checks that the n folders are all shards of the same extraction
-(same result key: model, layer, batch size, chunk size, device type, file list, extraction
-version) whose file ranges tile the list, then streams their rows, in shard order, into one
-feature folder that is byte-identical to the unsharded run's.
+``extract_features(..., shard=(i, n))`` computes a contiguous 1/n of the sorted file list
+(:func:`~metaug_features.file_list.shard_bounds`; a shard may be empty when n exceeds the file
+count, and merges like any other); :func:`merge_shards` checks that the n folders are all
+shards of the same extraction (same result key: model, layer, batch size, chunk size, device
+type, file list, extraction version) whose file ranges tile the list, then streams their rows,
+in shard order, into one feature folder that is byte-identical to the unsharded run's.
 """
 
 from __future__ import annotations

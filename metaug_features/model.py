@@ -9,23 +9,15 @@ the views are concatenated in the fixed order (l, ab, ori).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 from .config import VIEW_CHANNELS, EncoderConfig
-from .encoders.alexnet import AlexNetHalf
-from .encoders.resnet import ResNet50Half
+from .encoders.registry import encoder_architecture
 from .image_inputs import ImageSource, as_image_list
 from .preprocess import Preprocessor
-
-
-def _build_half(config: EncoderConfig, view: str) -> nn.Module:
-    cin = VIEW_CHANNELS[view]
-    if config.architecture.startswith("alexnet"):
-        return AlexNetHalf(cin, config.architecture, config.width, config.embedding_dim, config.kept_layers)
-    return ResNet50Half(cin, config.stem, config.embedding_dim, config.kept_layers)
 
 
 class MetAugEncoder(nn.Module):
@@ -40,8 +32,22 @@ class MetAugEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.halves = nn.ModuleDict({v: _build_half(config, v) for v in config.views})
+        # The architecture's row builds each view's half (metaug_features.encoders.registry).
+        build_half = encoder_architecture(config.architecture).build_half
+        self.halves = nn.ModuleDict({v: build_half(config, VIEW_CHANNELS[v]) for v in config.views})
         self.preprocess = Preprocessor(config)
+
+    # ------------------------------------------------------------------ timm / open_clip habits
+    @property
+    def transform(self) -> Callable[[ImageSource], torch.Tensor]:
+        """The per-sample transform for your own ``Dataset``: one image -> float32 [C, S, S],
+        the network input (same as ``encoder.preprocess.transform``; picklable for workers)."""
+        return self.preprocess.transform
+
+    @property
+    def input_size(self) -> int:
+        """Side S of the square network input [B, C, S, S] (same as ``config.input_size``)."""
+        return self.config.input_size
 
     # ------------------------------------------------------------------ layer facts
     @property
@@ -50,9 +56,11 @@ class MetAugEncoder(nn.Module):
         return self.config.feature_layers
 
     def feature_dim(self, layer: str | None = None) -> int:
-        """Dimension of the concatenated feature of ``layer`` (default: the config's)."""
+        """Dimension of the concatenated feature of ``layer`` (default: the config's): the
+        views times the one-view dimension the architecture's row gives."""
         layer = self._check_layer(layer)
-        return sum(h.feature_dim(layer) for h in self.halves.values())
+        dims = encoder_architecture(self.config.architecture).layer_dims(self.config)
+        return len(self.config.views) * dims[layer]
 
     def _check_layer(self, layer: str | None) -> str:
         layer = self.config.default_layer if layer is None else layer
@@ -154,7 +162,7 @@ class MetAugEncoder(nn.Module):
         finally:
             self.train(was_training)
 
-    def truncated(self, after: str) -> "MetAugEncoder":
+    def truncated(self, after: str) -> MetAugEncoder:
         """A copy that keeps weights up to feature layer ``after`` only (for a smaller release);
         its default layer becomes ``after`` unless the current default is still available."""
         cfg = self.config

@@ -180,7 +180,7 @@ def _header_specs(files: list[Path]) -> dict[str, TensorSpec]:
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
-                for key in f.keys():
+                for key in f.keys():  # noqa: SIM118 - a safe_open handle is not iterable
                     if key in specs:
                         raise WeightsError(f"{path}: tensor {key!r} appears in more than one shard")
                     sl = f.get_slice(key)
@@ -213,7 +213,7 @@ def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
-                for key in f.keys():
+                for key in f.keys():  # noqa: SIM118 - a safe_open handle is not iterable
                     tensors[key] = f.get_tensor(key)
         except Exception as e:  # noqa: BLE001 - data cut short after a valid header
             raise WeightsError(f"{path}: not a valid safetensors file ({e})") from None
@@ -247,24 +247,56 @@ def load_model_dir(folder: str | os.PathLike) -> MetAugEncoder:
     return encoder
 
 
+#: What ``load_encoder(dtype=)`` accepts as a string, as torch spells the dtypes.
+COMPUTE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float16"``, ``"torch.float16"`` or ``torch.float16`` -> ``torch.float16``.
+
+    Raises:
+        ValueError: not a floating dtype of :data:`COMPUTE_DTYPES`; the message lists them.
+    """
+    if isinstance(dtype, torch.dtype) and dtype in COMPUTE_DTYPES.values():
+        return dtype
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else None
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(COMPUTE_DTYPES)} (or the torch dtype), got {dtype!r}")
+    return COMPUTE_DTYPES[name]
+
+
 def load_encoder(
     ref: str | os.PathLike,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
+    dtype: str | torch.dtype = "float32",
 ) -> MetAugEncoder:
     """Load a pretrained encoder, ready for feature extraction (eval mode, no grad needed).
 
     Args:
         ref: a local model folder, a built-in alias (see ``metaug_features.hub.MODEL_ALIASES``),
-            or a Hub repo id ``org/name`` with an optional ``@revision``.
+            or a Hub repo id ``org/name`` with an optional ``@revision`` (an id and revision
+            that name a shipped model load its installed copy, offline: ``metaug_features.hub``).
         device: where to put the weights: ``auto`` (CUDA if available) | ``cpu`` | ``cuda`` | ``cuda:N``
             or a ``torch.device`` (:func:`metaug_features.device.resolve_device`).
         cache_dir: Hugging Face cache to use for Hub models (default: the usual HF cache).
+        dtype: the weights' dtype for computing, ``"float32"`` (default), ``"float16"``,
+            ``"bfloat16"`` or ``"float64"``, or the torch dtype. The stored weights are read
+            and checked first, then cast (float16 halves memory; on a CPU, bfloat16 is the
+            faster half type). BN step counters stay int64.
     Returns:
-        A :class:`MetAugEncoder` in eval mode whose ``preprocess`` turns images into its input;
-        ``encoder.extract(paths)`` gives features of the config's default layer.
+        A :class:`MetAugEncoder` in eval mode whose ``transform`` turns one image into its input;
+        ``encoder.extract(paths)`` gives features of the config's default layer, as float32
+        [N, D] on the CPU whatever ``dtype`` and ``device`` (the forward runs in ``dtype``,
+        so half-precision features differ from float32 ones by its rounding).
     """
+    compute_dtype = parse_dtype(dtype)  # before any download: a typo fails at once
     device = resolve_device(device)
     folder = resolve_model_dir(ref, cache_dir=cache_dir)
     encoder = load_model_dir(folder)
-    return encoder.to(device).eval()
+    return encoder.to(device=device, dtype=compute_dtype).eval()

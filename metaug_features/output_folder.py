@@ -26,15 +26,23 @@ from typing import Any, Protocol
 
 from .errors import MetAugError
 from .extract_state import PARTIAL_DIR, PartialStore, key_sha256
-from .feature_files import FEATURE_FILES, MANIFEST, METADATA, SKIPPED
+from .feature_formats import (
+    MANIFEST,
+    METADATA,
+    SKIPPED,
+    feature_format,
+    features_file_names,
+)
 
-FORMATS = tuple(FEATURE_FILES)  # npy, safetensors, parquet
-#: Every file an extraction writes into its output folder (``--overwrite`` removes only these).
-OUR_FILES = (*FEATURE_FILES.values(), MANIFEST, SKIPPED, METADATA)
+
+def our_files() -> tuple[str, ...]:
+    """Every file an extraction writes into its output folder (``--overwrite`` removes only
+    these): the features file of each format, then the manifest, skipped list and metadata."""
+    return (*features_file_names(), MANIFEST, SKIPPED, METADATA)
 
 
 class RunKeys(Protocol):
-    """The keys of a run that :func:`claim_output` compares (``extract._Plan`` has them)."""
+    """The keys of a run that :func:`claim_output` compares (``extract_plan.RunPlan`` has them)."""
 
     result_key: dict[str, Any]
     shard_meta: dict[str, Any] | None
@@ -44,13 +52,8 @@ class RunKeys(Protocol):
 
 def check_format(fmt: str) -> None:
     """A known --format whose writer can run here (parquet needs pyarrow): checked before any
-    image is decoded, not after hours of extraction."""
-    if fmt not in FORMATS:
-        raise MetAugError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if fmt == "parquet":
-        from .parquet_features import import_pyarrow
-
-        import_pyarrow()
+    image is decoded, not after hours of extraction (a row of ``FEATURE_FORMATS``)."""
+    feature_format(fmt)
 
 
 def read_meta(out: Path) -> dict[str, Any] | None:
@@ -72,7 +75,7 @@ def read_skipped(out: Path) -> list[tuple[str, str]]:
 def remove_our_files(out: Path) -> None:
     """--overwrite: remove what an extraction writes (never anything else in the folder).
     extract.json goes first, so an interrupted removal never leaves a folder that looks complete."""
-    for name in (METADATA,) + OUR_FILES:
+    for name in (METADATA, *our_files()):
         try:
             (out / name).unlink()
         except FileNotFoundError:
@@ -82,7 +85,7 @@ def remove_our_files(out: Path) -> None:
 
 def foreign_entries(out: Path) -> list[str]:
     """Names in ``out`` that an extraction did not write (its temporary files excepted)."""
-    ours = set(OUR_FILES) | {PARTIAL_DIR}
+    ours = set(our_files()) | {PARTIAL_DIR}
     return sorted(n for n in os.listdir(out) if n not in ours and not (n.startswith(".") and n.endswith(".tmp")))
 
 
@@ -100,7 +103,7 @@ def claim_output(out: Path, store: PartialStore, plan: RunKeys, fmt: str, overwr
         differ = [k for k in plan.result_key if done_meta.get(k) != plan.result_key[k]]
         if done_meta.get("shard") != plan.shard_meta:
             differ.append("shard")
-        if done_meta.get("features_file") != FEATURE_FILES[fmt]:
+        if done_meta.get("features_file") != feature_format(fmt).file:
             differ.append("format")
         if not differ:
             store.remove()  # a run killed after the final write but before clean-up
@@ -157,6 +160,6 @@ def read_manifest(folder: Path) -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "FORMATS", "OUR_FILES", "RunKeys", "check_format", "claim_output", "foreign_entries", "other_version_only",
+    "our_files", "RunKeys", "check_format", "claim_output", "foreign_entries", "other_version_only",
     "read_manifest", "read_meta", "read_skipped", "remove_our_files",
 ]

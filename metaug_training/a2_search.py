@@ -13,13 +13,18 @@ apart. Only the latents get gradients.
 The cache is ``<name>.safetensors`` (``latents``: float16 ``[N, K, D]``) + ``<name>.json``
 (dataset fingerprint, VAE digest, settings). It is built in chunks; ``<name>.partial.safetensors``
 holds the chunks done so far, so an interrupted search resumes where it stopped.
+
+:func:`build_latent_cache_for` is the whole ``metaug-a2-search`` step: it reads the VAE's image
+size, decodes the dataset at that size and calls :func:`build_latent_cache`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -28,8 +33,11 @@ from torch import Tensor
 
 from metaug_features.atomic import atomic_write_bytes, atomic_write_text
 from metaug_features.device import resolve_device
+from metaug_features.errors import ConfigError
 
-from .vae import IDAAVAE, vae_digest
+from .config import A2_FEATURE_MODEL, DATASET_CACHE_DIR
+from .data import load_image_array
+from .vae import IDAAVAE, read_vae_config, vae_digest
 
 
 def search_objective(f_views: Tensor, f_anchor: Tensor, eps1: float, eps2: float, lam: float) -> Tensor:
@@ -125,3 +133,42 @@ def build_latent_cache(vae_dir: str | Path, model_ref: str, images_u8: Tensor, f
     partial.unlink(missing_ok=True)
     partial.with_suffix(".json").unlink(missing_ok=True)
     return meta
+
+
+#: The settings of :func:`build_latent_cache` that :func:`build_latent_cache_for` passes on (all
+#: but the five arguments it fills in itself: the VAE, the model, the images and where to write).
+SEARCH_SETTINGS = tuple(inspect.signature(build_latent_cache).parameters)[5:]
+
+
+def build_latent_cache_for(data_path: str, vae_dir: str | Path, out: str | Path, *, model: str = A2_FEATURE_MODEL,
+                           split: str = "train", limit: int = 0, cache_dir: str | None = DATASET_CACHE_DIR,
+                           **search: Any) -> dict[str, Any]:
+    """``metaug-a2-search DATA_PATH VAE_DIR -o OUT``: search latents for the images of a dataset
+    and write the cache ``out``. Returns the cache's metadata.
+
+    The images are decoded at the VAE's own image size (uint8 ``[N, S, S, 3]``, S from the
+    folder's config.json), so the cache fits the VAE that searched it.
+
+    Args:
+        data_path: image folder or CIFAR-10 archive, as :func:`~metaug_training.data.load_image_array`
+            reads it; ``split`` and ``limit`` must be the run's ``data.split`` / ``data.limit``
+            (the trainer refuses a cache of other images).
+        vae_dir: the frozen VAE's folder (``metaug-train-vae``).
+        model: the frozen encoder f that measures views (a folder, alias or Hub id).
+        cache_dir: the decoded dataset's ``.npy`` cache; None decodes without one.
+        search: :func:`build_latent_cache`'s settings (views, steps, lr, eps1, eps2, lam,
+            batch_size, seed, device, log).
+
+    Raises:
+        ConfigError: a setting :func:`build_latent_cache` does not take (the message lists those
+            it does), or ``data_path`` holds no readable images.
+        VAEError: ``vae_dir`` is not a VAE folder.
+    """
+    unknown = sorted(set(search) - set(SEARCH_SETTINGS))
+    if unknown:
+        # Caught before the VAE and the dataset load: a typo costs nothing.
+        raise ConfigError(f"build_latent_cache_for: unknown search setting(s) {unknown}; "
+                          f"the settings are {list(SEARCH_SETTINGS)}")
+    size = read_vae_config(vae_dir).image_size
+    data = load_image_array(data_path, split=split, size=size, cache_dir=cache_dir, limit=limit)
+    return build_latent_cache(vae_dir, model, torch.from_numpy(data.images), data.fingerprint, out, **search)

@@ -4,7 +4,7 @@
 then joins the group with gloo (CPU) or NCCL (CUDA). Without those variables everything here is
 a no-op for one process, so the trainer has a single code path.
 
-Who does what under DDP (see ``methods.py``/``trainer.py``):
+Who does what under DDP (see ``methods/step.py``/``trainer.py``):
 - encoder gradients: averaged by ``DistributedDataParallel`` during backward;
 - MAG gradients (computed outside DDP by the meta step): :func:`all_reduce_mean_`;
 - memory-bank updates: features and indices of all ranks, :func:`all_gather_cat`, then every

@@ -20,6 +20,8 @@ from metaug_features.model_io import save_pretrained
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
+from .methods import method_for
+from .model_card import card_renderer_from_json
 
 
 def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: str, dataset: dict[str, Any]) -> dict[str, Any]:
@@ -36,10 +38,8 @@ def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: st
         "num_negatives": cfg.bank.num_negatives,
         "seed": cfg.run.seed,
     }
-    if cfg.method == "cmc":
-        rec["loss"] = f"{cfg.loss.cmc} (T={cfg.loss.temperature})"
-    else:
-        rec["loss"] = f"oucl (beta={cfg.loss.beta}, margin={cfg.loss.margin}, weighting={cfg.loss.weighting})"
+    # The method's own entries: "loss" for every method, MetAug's meta-step options.
+    rec.update(method_for(cfg.method).provenance(cfg))
     if cfg.idaa.enabled:
         i = cfg.idaa
         rec["idaa"] = {"eps": i.eps, "steps": i.steps, "weight": i.weight, "separate_bn": i.separate_bn}
@@ -47,10 +47,6 @@ def provenance(cfg: TrainConfig, step: int, steps_per_epoch: int, git_commit: st
         a = cfg.a2
         rec["a2"] = {"generator": "VAE (not the paper's StyleGAN2)", "mode": a.mode, "loss": a.loss,
                      "alpha": a.alpha, "tau": a.tau, "weight": a.weight}
-    if cfg.method == "metaug":
-        rec["meta_every"] = cfg.metaug.meta_every
-        rec["delta"] = cfg.metaug.delta
-        rec["alpha"] = cfg.metaug.alpha
     return rec
 
 
@@ -95,10 +91,21 @@ def export_encoder(encoder: MetAugEncoder, cfg: TrainConfig, out_dir: str | Path
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, card: CardSpec = None,
                       default_layer: str | None = None, truncate_after: str | None = None,
-                      weights_dtype: str | None = None) -> Path:
-    """``metaug-export CHECKPOINT OUT_DIR``: rebuild the encoder of a training checkpoint and
+                      weights_dtype: str | None = None, card_metrics: str | Path | None = None) -> Path:
+    """``metaug-export CHECKPOINT -o OUT_DIR``: rebuild the encoder of a training checkpoint and
     save it as an inference model folder (the other arguments: as in :func:`export_encoder`).
-    Returns ``out_dir``."""
+    ``card_metrics``: a card-metrics JSON (see ``model_card.card_renderer_from_json``) whose
+    release card the folder gets, instead of ``card``. Returns ``out_dir``.
+
+    Raises:
+        ConfigError: both ``card`` and ``card_metrics`` given, or an unreadable card-metrics JSON
+            (checked before the checkpoint is read, so nothing is written).
+    """
+    if card_metrics is not None:
+        if card is not None:
+            raise ConfigError("export_checkpoint: give card= (the card itself) or card_metrics= (a JSON to render "
+                              "it from), not both")
+        card = card_renderer_from_json(card_metrics)
     ckpt = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(ckpt["config"])
     encoder = MetAugEncoder(cfg.encoder_config())

@@ -4,7 +4,7 @@ Cards are never written by hand: the export step fills the template with the enc
 the training recipe and budget, and the metrics the evaluation measured on the exported folder.
 The YAML front matter carries ``library_name``, tags, datasets, licence and a ``model-index``
 that ``huggingface_hub.ModelCard`` parses into ``card.data.eval_results`` (one ``EvalResult``
-per metric entry), which is what ``metaug-release reproduce`` checks against.
+per metric entry), which is what ``python -m metaug_release reproduce`` checks against.
 
 A metric entry (one measured number) is a dict::
 
@@ -24,17 +24,25 @@ layer, k and T from it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from metaug_features.config import EncoderConfig
-from metaug_features.errors import ConfigError
+from metaug_features.errors import ConfigError, MetAugError
 from metaug_features.model import MetAugEncoder
+
+try:  # the `train` extra: only rendering a card needs YAML, the library never does
+    import yaml
+except ImportError:  # tests/test_dependencies.py runs a render with the import blocked
+    yaml = None
+
+#: What to run when PyYAML is missing (the error names it).
+TRAIN_EXTRA_HINT = "pip install 'metaug-features[train]'"
+
 
 def _template_path() -> Path:
     """Where ``encoder_card.md`` is: ``metaug_training/model_cards/`` beside this module, both in a
@@ -95,7 +103,7 @@ def check_metrics(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if missing:
             raise ConfigError(f"metric entry {i} lacks {missing}; each needs {list(_REQUIRED_METRIC_KEYS)}")
         value = m["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ConfigError(f"metric entry {i} ({m['name']!r}) has a non-numeric value {value!r}")
         out.append(dict(m))
     return out
@@ -176,7 +184,7 @@ def builtin_alias(repo_id: str | None) -> tuple[str, str, str] | None:
 #: The template's Hub-status alternatives: the first block for a model a built-in alias names
 #: (shipped in the package), the second for any other folder.
 _HUB_STATUS = re.compile(r"<!-- hub-status: built-in -->\n(?P<builtin>.*?)<!-- hub-status: other -->\n"
-                         r"(?P<other>.*?)<!-- hub-status: end -->\n", re.S)
+                         r"(?P<other>.*?)<!-- hub-status: end -->\n", re.DOTALL)
 
 
 def method_text(config: EncoderConfig) -> str:
@@ -191,6 +199,31 @@ def method_tags(config: EncoderConfig) -> list[str]:
     """The card's tags: the method's own (:data:`METHOD_TAGS`, none when the folder does not record
     its method) followed by :data:`TAGS`."""
     return [*METHOD_TAGS.get((config.provenance or {}).get("method"), []), *TAGS]
+
+
+#: The MetAug paper's training length in epochs (the official code's schedule, docs/METHODS.md
+#: section 6): what a card's training length is compared with.
+PAPER_EPOCHS = 300
+#: A schedule at least this share of the paper's is "close to" it; a shorter one is called shorter.
+CLOSE_TO_PAPER = 0.9
+
+
+def training_length_text(config: EncoderConfig) -> str:
+    """The card's limitation on training length, from the folder's own provenance (``epochs``)
+    against :data:`PAPER_EPOCHS`: shorter training, or a schedule close to the paper's on a smaller
+    network. Never a fixed sentence: a 284-epoch model is not "far fewer epochs than the paper"."""
+    epochs = (config.provenance or {}).get("epochs")
+    if epochs is None:
+        return (f"**Training length not recorded** in the folder's provenance; the paper trains {PAPER_EPOCHS} "
+                f"epochs (docs/METHODS.md section 6).")
+    epochs = float(epochs)
+    if epochs < CLOSE_TO_PAPER * PAPER_EPOCHS:
+        return (f"**Shorter training than the paper**: {epochs:g} epochs against the {PAPER_EPOCHS} of its schedule "
+                f"(docs/METHODS.md section 6), so features may be weaker than after the full schedule.")
+    smaller = (f", but on a smaller network than the paper's `alexnet224`: `{config.architecture}` width "
+               f"{config.width:g} on {config.input_size}-pixel inputs" if config.architecture != "alexnet224" else "")
+    return (f"**Training length close to the paper's**: {epochs:g} epochs against the {PAPER_EPOCHS} of its "
+            f"schedule (docs/METHODS.md section 6){smaller}.")
 
 
 def sections_text(sections: Sequence[Mapping[str, str]] | None) -> str:
@@ -252,6 +285,8 @@ def render_card(
     Returns:
         README.md text: YAML front matter + Markdown.
     """
+    if yaml is None:
+        raise MetAugError(f"rendering a model card needs PyYAML, a training dependency: {TRAIN_EXTRA_HINT}")
     metrics = check_metrics(metrics)
     alias = builtin_alias(repo_id)
     enc = encoder if encoder is not None else MetAugEncoder(config)
@@ -294,6 +329,7 @@ def render_card(
         "sections": sections_text(sections),
         "license_text": _LICENSE_TEXT.get(license, license),
         "notes": "".join(f"\n- {n}" for n in (notes or [])),
+        "training_length": training_length_text(config),
     }
     text = _select_hub_status(load_template(template).template, builtin=alias is not None)
     return string.Template(text).substitute(values)

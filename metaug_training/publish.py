@@ -10,11 +10,14 @@ Two steps with one job each:
   (``HF_HUB_OFFLINE``) *before* any network call, then ``create_repo`` (exist_ok),
   ``upload_folder`` and optionally ``create_tag`` (the release tag the aliases in
   ``metaug_features.hub.MODEL_ALIASES`` are pinned to).
+
+:func:`dry_run_push` is ``metaug-push --dry-run``: the same checks, logged, with no network.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +113,7 @@ def _check_card(path: Path, report: FolderReport) -> None:
         return
     try:
         card = ModelCard.load(path)
-    except Exception as e:  # yaml errors, ValueError from model-index parsing, ...
+    except Exception as e:  # noqa: BLE001 -- yaml errors, ValueError from model-index parsing, ...
         report.errors.append(f"README.md metadata does not parse: {type(e).__name__}: {e}")
         return
     data = card.data.to_dict()
@@ -145,6 +148,34 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _check_repo_id(repo_id: str) -> None:
+    """PublishError unless ``repo_id`` is a plain ORG/NAME (no revision)."""
+    if parse_hub_ref(repo_id) is None or "@" in repo_id:
+        raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+
+
+def dry_run_push(folder: str | os.PathLike, repo_id: str, *, revision: str | None = None, tag: str | None = None,
+                 log: Callable[[str], None] = print) -> FolderReport:
+    """``metaug-push --dry-run``: check everything :func:`push_folder` checks before the network
+    (the repo id, then the folder) and ``log`` what a push would do: the folder's summary, the
+    target, and the built-in aliases that pin ``repo_id``. Never touches the network.
+
+    Returns the folder's report (valid). Raises:
+        PublishError: ``repo_id`` is not ORG/NAME (nothing logged), or the folder is not
+            publishable (after the summary with its errors is logged).
+    """
+    _check_repo_id(repo_id)
+    report = validate_model_folder(folder)
+    log(report.summary())
+    if not report.ok:
+        raise PublishError(f"dry run: {folder} is not publishable ({len(report.errors)} error(s) above)")
+    target = repo_id + (f" (branch {revision})" if revision else "") + (f", tag {tag}" if tag else "")
+    log(f"dry run OK: would push {len(report.files)} file(s) to {target}")
+    for line in alias_for(repo_id):
+        log(f"alias: {line}")
+    return report
+
+
 @dataclass
 class PushResult:
     repo_id: str
@@ -170,8 +201,7 @@ def push_folder(
         PublishError: invalid repo id or folder, no token, offline mode, or the Hub is
             unreachable — all raised before anything is created or uploaded.
     """
-    if parse_hub_ref(repo_id) is None or "@" in repo_id:
-        raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    _check_repo_id(repo_id)
     report = validate_model_folder(folder)
     if not report.ok:
         raise PublishError("the folder is not publishable:\n" + report.summary())
@@ -188,7 +218,7 @@ def push_folder(
         # One cheap authenticated call first: no network or a bad token stops us here, before
         # a repo is created.
         api.whoami(token=tok)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- any failure of the probe stops the push
         raise PublishError(f"cannot reach the Hugging Face Hub with this token ({type(e).__name__}: {e}); "
                            f"check the network and the token; nothing was uploaded") from None
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

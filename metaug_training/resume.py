@@ -13,20 +13,41 @@ bit-exact but lets a run continue on another machine from a few MB committed und
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from metaug_features.errors import ConfigError
 
+from .batches import StepBatches
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, rng_state, set_rng_state
 from .compact_state import has_compact_state, load_compact_state
 from .config import RESUMABLE_KEYS, TrainConfig, resume_changes
 from .data import ImageArray, step_generator
-from .distributed import all_gather_cat
+from .distributed import DistContext, all_gather_cat
+from .methods import TrainState, method_for
 
-if TYPE_CHECKING:  # the trainer imports this module
-    from .trainer import Trainer
+#: Checkpoint keys of the shipped methods' pieces, written (as None when the run has no such
+#: piece) by every checkpoint since format version 1, so that old and new checkpoints compare
+#: key for key; a new method's pieces are added after them under their own keys.
+LEGACY_PIECES = ("mags", "nce", "mag_optimizer")
+
+
+class Run(Protocol):
+    """What saving and continuing read of a run (``trainer.Trainer`` is one). A protocol, so
+    that this module does not import the trainer, which imports it."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    data: ImageArray
+    state: TrainState
+    spe: int
+    batches: StepBatches
+    start_step: int
+
+    def load(self, ckpt: dict[str, Any]) -> None: ...
+
+    def warm_start(self, compact: dict[str, Any]) -> None: ...
 
 
 def dataset_record(cfg: TrainConfig, data: ImageArray) -> dict[str, Any]:
@@ -36,10 +57,12 @@ def dataset_record(cfg: TrainConfig, data: ImageArray) -> dict[str, Any]:
             "fingerprint": data.fingerprint, "classes": list(data.classes)}
 
 
-def checkpoint_contents(trainer: Trainer, step: int, metrics: dict[str, float], git: str) -> dict[str, Any]:
+def checkpoint_contents(trainer: Run, step: int, metrics: dict[str, float], git: str) -> dict[str, Any]:
     """The full checkpoint of ``trainer`` after ``step`` steps: a plain dict of the config and
     every tensor state (torch ``weights_only``-loadable)."""
     s = trainer.state
+    pieces = {k: v.state_dict() for k, v in s.extra.items()}
+    legacy = {k: pieces.pop(k, None) for k in LEGACY_PIECES}
     return {
         "config": trainer.cfg.to_dict(),
         "git_commit": git,
@@ -48,11 +71,12 @@ def checkpoint_contents(trainer: Trainer, step: int, metrics: dict[str, float], 
         "steps_per_epoch": trainer.spe,
         "world_size": trainer.ctx.world_size,
         "encoder": s.encoder.state_dict(),
-        "mags": s.mags.state_dict() if s.mags is not None else None,
+        "mags": legacy["mags"],
         "bank": s.bank.state_dict(),
-        "nce": s.nce.state_dict() if s.nce is not None else None,
+        "nce": legacy["nce"],
         "optimizer": s.opt.state_dict(),
-        "mag_optimizer": s.mag_opt.state_dict() if s.mag_opt is not None else None,
+        "mag_optimizer": legacy["mag_optimizer"],
+        **pieces,  # a method's own pieces beyond the shipped methods'
         "generators": [g.state_dict() for g in s.generators],
         "rng": rng_state(),
         "dataset": dataset_record(trainer.cfg, trainer.data),
@@ -73,20 +97,19 @@ def check_resumable(cfg: TrainConfig, data: ImageArray, saved: dict[str, Any]) -
                               "point data.path at the same images")
 
 
-def restore_checkpoint(trainer: Trainer, ckpt: dict[str, Any]) -> int:
+def restore_checkpoint(trainer: Run, ckpt: dict[str, Any]) -> int:
     """Restore a full checkpoint of this run exactly (config and dataset checked first); returns
     the step to continue from."""
     check_resumable(trainer.cfg, trainer.data, ckpt)
     s = trainer.state
     s.encoder.load_state_dict(ckpt["encoder"])
-    if s.mags is not None:
-        s.mags.load_state_dict(ckpt["mags"])
     s.bank.load_state_dict(ckpt["bank"])
-    if s.nce is not None:
-        s.nce.load_state_dict(ckpt["nce"])
     s.opt.load_state_dict(ckpt["optimizer"])
-    if s.mag_opt is not None:
-        s.mag_opt.load_state_dict(ckpt["mag_optimizer"])
+    for key, piece in s.extra.items():  # the method's pieces (MAGs and their optimiser, NCE)
+        if ckpt.get(key) is None:
+            raise CheckpointError(f"cannot resume: the checkpoint holds no {key!r} state, which method "
+                                  f"{trainer.cfg.method!r} needs")
+        piece.load_state_dict(ckpt[key])
     # Checkpoints written before view generators existed have no "generators" entry.
     for gen, sd in zip(s.generators, ckpt.get("generators") or [{} for _ in s.generators]):
         gen.load_state_dict(sd)
@@ -94,7 +117,7 @@ def restore_checkpoint(trainer: Trainer, ckpt: dict[str, Any]) -> int:
     return int(ckpt["step"])
 
 
-def warm_start(trainer: Trainer, compact: dict[str, Any]) -> int:
+def warm_start(trainer: Run, compact: dict[str, Any]) -> int:
     """Continue from a compact state: weights and step restored, optimiser momentum from zero,
     global RNGs reseeded from (seed, step), memory bank rebuilt from the weights. Not bit-exact;
     the data stream continues unchanged. Returns the step to continue from."""
@@ -104,10 +127,11 @@ def warm_start(trainer: Trainer, compact: dict[str, Any]) -> int:
                               f"epoch, this run {trainer.spe} (optim.batch_size or the dataset changed)")
     s = trainer.state
     s.encoder.load_state_dict(compact["encoder"])
-    if s.mags is not None:
-        if compact.get("mags") is None:
-            raise CheckpointError("cannot resume: the compact state holds no MAG weights")
-        s.mags.load_state_dict(compact["mags"])
+    for key in method_for(trainer.cfg.method).warm_start_keys:  # weights only (MetAug's MAGs)
+        if compact.get(key) is None:
+            raise CheckpointError(f"cannot resume: the compact state holds no {key!r} weights, which method "
+                                  f"{trainer.cfg.method!r} needs")
+        s.extra[key].load_state_dict(compact[key])
     step = int(compact["step"])
     torch.manual_seed(step_generator(trainer.cfg.run.seed, "warm-restart", step).initial_seed())
     rebuild_bank(trainer, step)
@@ -115,7 +139,7 @@ def warm_start(trainer: Trainer, compact: dict[str, Any]) -> int:
 
 
 @torch.no_grad()
-def rebuild_bank(trainer: Trainer, step: int) -> None:
+def rebuild_bank(trainer: Run, step: int) -> None:
     """Fill every slot of the memory bank with the current encoder's features (L2-normalised),
     as a warm restart at ``step`` needs: one forward pass over the batches of the last epoch
     before ``step`` (the first epoch's when ``step`` < one epoch), with their own crops and
@@ -162,7 +186,7 @@ def rebuild_bank(trainer: Trainer, step: int) -> None:
     state.encoder.load_state_dict(before)
 
 
-def resume_saved_state(trainer: Trainer, verbose: bool) -> Path | None:
+def resume_saved_state(trainer: Run, verbose: bool) -> Path | None:
     """``--resume``: continue from ``<run.out_dir>/checkpoints/last.pt`` when it exists, else
     warm-start from the compact state ``run.warm_start`` when set and present, else start from
     scratch (``verbose``: say which). Returns the checkpoint resumed from (the last good one),

@@ -43,10 +43,8 @@ from .cpu_tuning import keep_freed_memory
 from .data import ImageArray, load_image_array, steps_per_epoch
 from .distributed import DistContext, any_rank, barrier, check_ranks_in_sync, cleanup, default_num_threads, init_distributed
 from .export import export_encoder, provenance
-from .losses import NCELoss
-from .mag import build_mags_for, mag_norms
-from .memory_bank import MemoryBank, view_pairs
-from .methods import META_PREFIX, Embedder, TrainState, train_step
+from .memory_bank import MemoryBank
+from .methods import META_PREFIX, Embedder, TrainState, make_optimizer, method_for, train_step
 from .resume import checkpoint_contents, dataset_record, restore_checkpoint, resume_saved_state, warm_start
 from .schedule import lr_factor
 from .stop_signal import StopOnSignal
@@ -69,42 +67,30 @@ class TrainResult:
     last_logs: dict[str, float] = field(default_factory=dict)
 
 
-def make_optimizer(kind: str, params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD with momentum (official code) or Adam (the paper's text; momentum unused)."""
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
 def build_state(cfg: TrainConfig, num_samples: int, ctx: DistContext) -> TrainState:
-    """Fresh encoder, MAGs, memory bank, NCE and optimisers on ``ctx.device`` (same init on
-    every rank: everything is seeded from ``run.seed``)."""
+    """Fresh encoder, the method's extra state (MAGs, NCE: ``Method.build``), memory bank and
+    optimiser on ``ctx.device`` (same init on every rank: everything is seeded from ``run.seed``)."""
+    method = method_for(cfg.method)
     torch.manual_seed(cfg.run.seed)
     encoder = build_encoder(cfg.encoder_config()).to(ctx.device).train()
     if cfg.run.channels_last:
         # NHWC conv weights (and inputs, see batches.py): oneDNN's fast layout (NCHW takes
         # 1.19x the step, benchmarks/RESULTS.md). Same Parameter objects, so the optimisers
-        # below see them.
+        # see them.
         encoder.to(memory_format=torch.channels_last)
-    mags = build_mags_for(encoder).to(ctx.device).train() if cfg.method == "metaug" else None
+    # Right after the encoder: MetAug's MAG initialisation draws from the seeded global RNG,
+    # so this place fixes its weights (and keeps them those of earlier versions).
+    extra = method.build(cfg, encoder, num_samples, ctx.device)
     bank_gen = torch.Generator().manual_seed(cfg.run.seed + 1)
     bank = MemoryBank(cfg.model.views, num_samples, cfg.model.embedding_dim, cfg.bank.num_negatives,
                       cfg.bank.momentum, cfg.bank.scoring, generator=bank_gen).to(ctx.device)
-    nce = None
-    if cfg.method == "cmc" and cfg.loss.cmc == "nce":
-        nce = NCELoss(num_samples, len(view_pairs(cfg.model.views)), cfg.loss.temperature).to(ctx.device)
     o = cfg.optim
     opt = make_optimizer(o.optimizer, encoder.parameters(), o.lr, o.momentum, o.weight_decay)
-    mag_opt = None
-    if mags is not None:
-        mg = cfg.metaug
-        mag_opt = make_optimizer(o.optimizer, mags.parameters(), mg.lr, mg.momentum, mg.weight_decay)
     model: torch.nn.Module = Embedder(encoder)
     if ctx.distributed:
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     forward = torch.compile(model) if cfg.run.compile else model
-    return TrainState(encoder=encoder, model=model, bank=bank, opt=opt, mags=mags, mag_opt=mag_opt, nce=nce,
-                      forward=forward)
+    return TrainState(encoder=encoder, model=model, bank=bank, opt=opt, extra=extra, forward=forward)
 
 
 class Trainer:
@@ -114,6 +100,8 @@ class Trainer:
         self.cfg = cfg
         self.ctx = ctx or DistContext(device=torch.device("cpu"))
         self.data = data
+        #: the method's functions (``methods.METHODS[cfg.method]``); an unknown name fails here.
+        self.method = method_for(cfg.method)
         n = len(data)
         o = cfg.optim
         ws = self.ctx.world_size
@@ -126,7 +114,7 @@ class Trainer:
         if self.spe < 1:
             raise ConfigError(f"config key 'optim.batch_size' ({o.batch_size}) is larger than the dataset ({n} images)")
         self.total_steps = o.epochs * self.spe
-        self.end_step = min(self.total_steps, cfg.run.max_steps) if cfg.run.max_steps else self.total_steps
+        self.end_step = cfg.run.end_step(self.total_steps)
         self.state = build_state(cfg, n, self.ctx)
         gens = build_view_generators(cfg, self.state.encoder, torch.from_numpy(data.images), data.fingerprint, self.ctx.device)
         for gen in gens:
@@ -161,9 +149,8 @@ class Trainer:
         f = lr_factor(self.cfg, step, self.spe)
         for group in self.state.opt.param_groups:
             group["lr"] = self.cfg.optim.lr * f
-        if self.state.mag_opt is not None:
-            for group in self.state.mag_opt.param_groups:
-                group["lr"] = self.cfg.metaug.lr * f
+        if self.method.set_lr is not None:
+            self.method.set_lr(self.cfg, self.state, f)
         with self.state.timer("data"):
             x, idx, sample_idx, gen_batch = self.next_batch(step)
         return train_step(self.cfg, self.state, x, idx, sample_idx, step, self.ctx, gen_batch)
@@ -250,9 +237,8 @@ class Trainer:
                     rec = {"step": step, "epoch": round(step / self.spe, 4),
                            "lr": cfg.optim.lr * lr_factor(cfg, step - 1, self.spe), **last,
                            "img_per_s": count * cfg.optim.batch_size / max(dt, 1e-9)}
-                    if self.state.mags is not None:
-                        rec["mag_lr"] = cfg.metaug.lr * lr_factor(cfg, step - 1, self.spe)
-                        rec.update(mag_norms(self.state.mags))
+                    if self.method.log_record is not None:
+                        rec.update(self.method.log_record(cfg, self.state, lr_factor(cfg, step - 1, self.spe)))
                     logger.log(rec)
                     bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}", refresh=False)
                     sums, count, t_log = {}, 0, time.perf_counter()
@@ -358,6 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: ImageArray | None = None
     (a message says so) and starts from scratch otherwise. Under torchrun every rank calls this.
     """
     started = time.monotonic()
+    method_for(cfg.method)  # an unknown method fails here, before the data is decoded
     ctx = init_distributed(cfg.run.device)
     try:
         torch.set_num_threads(cfg.run.num_threads or default_num_threads(ctx))

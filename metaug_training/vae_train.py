@@ -28,6 +28,7 @@ from metaug_features.device import resolve_device
 from metaug_features.errors import ConfigError
 
 from .checkpoint import CheckpointError, git_commit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import DATASET_CACHE_DIR
 from .data import ImageArray, load_image_array, split_exists
 from .vae import IDAAVAE, VAEConfig, VAEError, psnr, save_vae, vae_loss
 
@@ -70,7 +71,7 @@ def train_vae(
     limit: int = 0,
     eval_split: str = "test",
     device: str = "auto",
-    cache_dir: str | None = "~/.cache/metaug-features/datasets",
+    cache_dir: str | None = DATASET_CACHE_DIR,
     config: VAEConfig | None = None,
     resume: bool = False,
     log: Callable[[str], None] | None = print,

@@ -11,7 +11,12 @@ from pathlib import Path
 import torch
 
 from metaug_features import EncoderConfig, build_encoder, save_pretrained
-from metaug_features.feature_files import FEATURE_FILES, MANIFEST, METADATA, SKIPPED
+from metaug_features.feature_formats import (
+    MANIFEST,
+    METADATA,
+    SKIPPED,
+    features_file_names,
+)
 
 #: A small but real encoder: the CIFAR AlexNet at a quarter width, two views (l, ab).
 SMALL_CONFIG = dict(architecture="alexnet32", width=0.25, views=("l", "ab"))
@@ -42,7 +47,7 @@ def run_cli(*args: str | os.PathLike | int, timeout: float = 300) -> subprocess.
 
 def output_files(folder: Path) -> dict[str, bytes]:
     """The bytes of every file of a finished feature folder (for bit-exact comparisons)."""
-    names = [n for n in (*FEATURE_FILES.values(), MANIFEST, SKIPPED, METADATA) if (folder / n).is_file()]
+    names = [n for n in (*features_file_names(), MANIFEST, SKIPPED, METADATA) if (folder / n).is_file()]
     return {n: (folder / n).read_bytes() for n in names}
 
 

@@ -1,17 +1,22 @@
 """Every third-party module the package imports is a declared dependency (pyproject.toml).
 
-The sources of the three installed packages (metaug_features/, metaug_cli/, metaug_training/) are parsed with
+The sources of the three installed packages (metaug_features/, metaug_cli/, metaug_training/) and
+of the checkout's release tooling (metaug_release/, run from a checkout with the test extra) are parsed with
 ``ast``; every absolute import whose top-level module is neither the standard library nor one of
 the project's own packages must map to a distribution in ``[project] dependencies``. A module
 the code probes for (an import inside ``try: ... except ImportError``, e.g. umap-learn for
 ``metaug-eval plot --method umap``) is optional: it must be declared in an extra of
 ``[project.optional-dependencies]`` instead.
+
+What only training needs (imported by metaug_training/, never by the library or the CLI) is the
+``train`` extra, not a core dependency, and a training command without it says what to install.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +25,8 @@ import pytest
 tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("metaug_features", "metaug_cli", "metaug_training")
-OWN = {"metaug_features", "metaug_cli", "metaug_training"}
+SOURCES = ("metaug_features", "metaug_cli", "metaug_training", "metaug_release")
+OWN = {"metaug_features", "metaug_cli", "metaug_training", "metaug_release"}
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION = {
     "yaml": "pyyaml",
@@ -114,3 +119,43 @@ def test_dependencies_are_ranges():
     deps = list(project["dependencies"]) + [d for ds in project.get("optional-dependencies", {}).values() for d in ds]
     for d in deps:
         assert ">=" in d and "==" not in d, f"{d!r}: declare a range such as name>=X"
+
+
+def _extras() -> dict[str, set[str]]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {name: {_normalise(d) for d in deps} for name, deps in project.get("optional-dependencies", {}).items()}
+
+
+def test_training_only_dependencies_are_the_train_extra():
+    """A module only metaug_training imports (PyYAML, for the card renderer) is in the ``train``
+    extra and not a core dependency; the ``test`` extra carries it too, so CI and the README's
+    set-up command install it."""
+    library = set(third_party_imports(("metaug_features", "metaug_cli")))
+    training_only = set(third_party_imports(("metaug_training",))) - library
+    assert "yaml" in training_only  # the scan sees the card renderer's import
+    core, _ = _declared()
+    extras = _extras()
+    for module in sorted(training_only):
+        dist = _normalise(DISTRIBUTION.get(module, module))
+        assert dist not in core, f"{dist} is only needed for training: move it to the train extra"
+        assert dist in extras["train"] and dist in extras["test"], f"{dist} must be in the train and test extras"
+
+
+def test_training_without_pyyaml_names_the_extra():
+    """With PyYAML missing, the training package still imports and rendering a card is a one-line
+    error that names the extra to install (``metaug-export --card-metrics`` exits 2 with it)."""
+    code = (
+        "import sys\n"
+        "sys.modules['yaml'] = None  # as if PyYAML were not installed\n"
+        "import metaug_training.model_card as mc\n"
+        "from metaug_features import load_encoder\n"
+        "from metaug_features.errors import MetAugError\n"
+        "cfg = load_encoder('cifar10-conv').config\n"
+        "try:\n"
+        "    mc.render_card(cfg, [], recipe='cifar10-cmc', budget={}, hardware='x')\n"
+        "except MetAugError as e:\n"
+        "    print('ERROR', e)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "ERROR rendering a model card needs PyYAML" in res.stdout and "metaug-features[train]" in res.stdout, res.stdout

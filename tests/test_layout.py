@@ -1,6 +1,7 @@
 """The README's "Layout" section matches the tree: every path it names exists, every top-level
-entry of the repository, every package folder and every module of the three packages is named
-in it, and no source file is over the size a reader takes in at once."""
+entry of the repository, every package folder and every module of the four packages is named
+in it, and no source file is over the size a reader takes in at once. pyproject.toml installs
+every package folder of the library, the CLI and training, and never the release tooling."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("metaug_features", "metaug_cli", "metaug_training")
+PACKAGES = ("metaug_features", "metaug_cli", "metaug_training", "metaug_release")
+#: Packages the wheel installs; metaug_release/ is the checkout's release tooling and is not one.
+INSTALLED = ("metaug_features", "metaug_cli", "metaug_training")
+#: Packages whose modules their own top-level Layout line names (in its description column).
+NAMED_BY_THEIR_LINE = ("metaug_cli", "metaug_release")
 #: The longest source file the project keeps (issue #35): past this, a file has several jobs.
 MAX_LINES = 450
 
@@ -50,7 +55,7 @@ def test_every_path_the_layout_names_exists():
 
 
 def test_every_top_level_entry_is_in_the_layout():
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=False, capture_output=True, text=True).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
     top_dirs = {p.split("/")[0] for p in tracked if "/" in p and not p.startswith(".")}
@@ -68,9 +73,10 @@ def test_every_module_and_subpackage_is_in_the_layout(package):
         if f.name == "__init__.py" or "__pycache__" in rel:
             continue
         parts = rel.split("/")
-        # metaug_cli's commands are named by its line; modules of second-level packages by
-        # their folder's line (test_second_level_package_lines_name_their_modules).
-        if package == "metaug_cli":
+        # metaug_cli's commands and metaug_release's modules are named by their package's line
+        # (test_package_lines_name_their_modules); modules of second-level packages by their
+        # folder's line (test_second_level_package_lines_name_their_modules).
+        if package in NAMED_BY_THEIR_LINE:
             expected.add(package)
         elif len(parts) > 2:
             expected.add("/".join(parts[:2]))
@@ -80,15 +86,45 @@ def test_every_module_and_subpackage_is_in_the_layout(package):
 
 
 def test_second_level_package_lines_name_their_modules():
-    """config/, release/, evaluation/ and encoders/ list their modules on their own line."""
+    """config/, evaluation/ and encoders/ list their modules on their own line."""
     block = _layout_block()
-    for sub in ("metaug_features/evaluation", "metaug_features/encoders", "metaug_training/config",
-                "metaug_training/release"):
+    for sub in ("metaug_features/evaluation", "metaug_features/encoders", "metaug_training/config"):
         text = block.split(f"  {sub.split('/')[1]}/", 1)[1]
         text = re.split(r"\n  [A-Za-z_]|\n[A-Za-z]", text, maxsplit=1)[0]
         modules = {f.name for f in (REPO / sub).glob("*.py") if f.name != "__init__.py"}
         missing = sorted(m for m in modules if m not in text)
         assert not missing, f"{sub}: {missing} not named in its README Layout line"
+
+
+def test_release_package_line_names_its_modules():
+    """metaug_release/'s top-level line names every one of its modules (cli.py included)."""
+    block = _layout_block()
+    text = block.split("\nmetaug_release/", 1)[1]
+    text = re.split(r"\n[A-Za-z]", text, maxsplit=1)[0]
+    modules = {f.name for f in (REPO / "metaug_release").glob("*.py") if f.name not in ("__init__.py", "__main__.py")}
+    missing = sorted(m for m in modules if m not in text)
+    assert not missing, f"metaug_release: {missing} not named in its README Layout line"
+
+
+def _pyproject_packages() -> list[str]:
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    block = text.split("\npackages = [", 1)[1].split("]", 1)[0]
+    return re.findall(r'"([\w.]+)"', block)
+
+
+def test_pyproject_installs_every_package_folder_and_no_release_tooling():
+    """A package folder (``__init__.py``) of the library, the CLI or training that pyproject.toml
+    does not list would be missing from the wheel; the release tooling must never be listed, nor
+    have a console script (it runs as ``python -m metaug_release`` from a checkout)."""
+    listed = set(_pyproject_packages())
+    on_disk = {f.parent.relative_to(REPO).as_posix().replace("/", ".") for pkg in INSTALLED
+               for f in (REPO / pkg).rglob("__init__.py") if "__pycache__" not in f.parts}
+    assert on_disk - listed == set(), f"package folders not in pyproject.toml's packages: {sorted(on_disk - listed)}"
+    release = sorted(p for p in listed if p.startswith("metaug_release") or ".release" in p)
+    assert not release, f"pyproject.toml installs release tooling: {release}"
+    scripts = (REPO / "pyproject.toml").read_text(encoding="utf-8").split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    entries = re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', scripts, flags=re.MULTILINE)
+    assert len(entries) > 5 and not [e for e in entries if "release" in " ".join(e)], entries
 
 
 def test_no_source_file_is_over_the_limit():
@@ -106,6 +142,6 @@ def test_no_test_or_package_imports_a_benchmark_script():
     for f in [*REPO.glob("tests/**/*.py"), *REPO.glob("metaug_*/**/*.py")]:
         text = f.read_text()
         if re.search(r"^\s*(from|import)\s+benchmarks\b|spec_from_file_location\(|sys\.path\.insert\(.*benchmarks",
-                     text, flags=re.M):
+                     text, flags=re.MULTILINE):
             offenders.append(f.relative_to(REPO).as_posix())
     assert not offenders, offenders

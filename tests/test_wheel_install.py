@@ -2,7 +2,8 @@
 folder outside the repository with the Hub offline, resolves ``hub/cifar10-conv`` and the
 aliases (the default MetAug (only OUCL) pair and the MetAug pair ``cifar10-metaug-{conv,fc}``) to
 the model folders installed with the package, and renders cards from the template installed with
-it. The wheel stays under 30 MB."""
+it. The wheel stays under 30 MB and holds no release tooling (metaug_release/, the old
+metaug_training/release/, a metaug-release script), though the checkout it is built from has it."""
 
 from __future__ import annotations
 
@@ -23,16 +24,17 @@ from metaug_features import load_encoder
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-#: What a wheel is built from (a copy, so the build leaves nothing in the checkout).
-SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "hub/cifar10-conv", "hub/cifar10-fc",
-           "hub/cifar10-metaug-conv", "hub/cifar10-metaug-fc"]
+#: What a wheel is built from (a copy, so the build leaves nothing in the checkout). metaug_release
+#: is copied too, so that leaving it out of the wheel is pyproject.toml's doing, checked below.
+SOURCES = ["pyproject.toml", "README.md", "metaug_features", "metaug_cli", "metaug_training", "metaug_release",
+           "hub/cifar10-conv", "hub/cifar10-fc", "hub/cifar10-metaug-conv", "hub/cifar10-metaug-fc"]
 #: The most the wheel may weigh (issue #54: both shipped pairs travel in it).
 MAX_WHEEL_BYTES = 30 * 1000 * 1000
 SHIPPED = ("cifar10-conv", "cifar10-fc", "cifar10-metaug-conv", "cifar10-metaug-fc")
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, **kwargs)
     assert res.returncode == 0, f"{cmd}\n{res.stdout}\n{res.stderr}"
     return res
 
@@ -57,6 +59,12 @@ def installed(tmp_path_factory) -> Path:
                       and n.count("/") == 3})
     assert bundled == sorted(SHIPPED), bundled
     assert wheel.stat().st_size < MAX_WHEEL_BYTES, f"the wheel weighs {wheel.stat().st_size:,} bytes"
+    # no release tooling: neither the package nor its old place nor a console script
+    release = [n for n in names if n.startswith(("metaug_release/", "metaug_training/release/"))]
+    assert not release, release[:5]
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "metaug-extract" in scripts and "release" not in scripts, scripts
     target = root / "site"
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
     return target

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import HalfConfig
+
 BASE_CHANNELS = (48, 128, 192, 192, 128)
 BASE_FC = 2048
 GEOMETRIES = {
@@ -32,7 +34,20 @@ GEOMETRIES = {
 
 def scaled(n: int, width: float) -> int:
     """Channel count ``n`` scaled by ``width`` (at least 1)."""
-    return max(1, int(round(n * width)))
+    return max(1, round(n * width))
+
+
+def half_dims(geometry: str, width: float, embedding_dim: int) -> dict[str, int]:
+    """Output dimension of each layer of one half: conv = c5 x side x side, conv_pool = c5,
+    fc6 = fc = the fc width, head = ``embedding_dim``."""
+    side = GEOMETRIES[geometry][3]
+    c5, fc = scaled(BASE_CHANNELS[-1], width), scaled(BASE_FC, width)
+    return {"conv_pool": c5, "conv": c5 * side * side, "fc6": fc, "fc": fc, "head": embedding_dim}
+
+
+def layer_dims(config: HalfConfig) -> dict[str, int]:
+    """The table's ``layer_dims`` (metaug_features.encoders.registry) for both geometries."""
+    return half_dims(config.architecture, config.width, config.embedding_dim)
 
 
 def _conv_block(cin: int, cout: int, k: int, stride: int, pad: int, pool: bool) -> nn.Sequential:
@@ -60,10 +75,11 @@ class AlexNetHalf(nn.Module):
 
     def __init__(self, in_channels: int, geometry: str, width: float, embedding_dim: int, kept_layers: tuple[str, ...]) -> None:
         super().__init__()
-        k, stride, pad, side = GEOMETRIES[geometry]
+        k, stride, pad, _ = GEOMETRIES[geometry]
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in BASE_CHANNELS)
-        fc = scaled(BASE_FC, width)
-        self.conv_dim = c5 * side * side
+        dims = half_dims(geometry, width, embedding_dim)
+        fc = dims["fc"]
+        self.conv_dim = dims["conv"]
         self.fc_dim = fc
         self.pool_dim = c5
         self.conv1 = _conv_block(in_channels, c1, k, stride, pad, pool=True)
@@ -74,6 +90,11 @@ class AlexNetHalf(nn.Module):
         self.fc6 = _fc_block(self.conv_dim, fc) if "fc6" in kept_layers else None
         self.fc7 = _fc_block(fc, fc) if "fc" in kept_layers else None
         self.head = nn.Linear(fc, embedding_dim) if "head" in kept_layers else None
+
+    @classmethod
+    def from_config(cls, config: HalfConfig, in_channels: int) -> AlexNetHalf:
+        """The table's ``build_half``: the half of ``config``'s geometry taking ``in_channels``."""
+        return cls(in_channels, config.architecture, config.width, config.embedding_dim, config.kept_layers)
 
     def feature_dim(self, layer: str) -> int:
         return {"conv": self.conv_dim, "conv_pool": self.pool_dim, "fc6": self.fc_dim, "fc": self.fc_dim, "head": self.head_dim}[layer]

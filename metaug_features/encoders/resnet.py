@@ -13,8 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import HalfConfig
+
+#: Feature width of layer3 (1024) and layer4 (2048) of ResNet-50, whatever the input size.
+_TRUNK_DIMS = {"layer3_pool": 1024, "pool": 2048}
+
+
+def layer_dims(config: HalfConfig) -> dict[str, int]:
+    """The table's ``layer_dims`` (metaug_features.encoders.registry): one view's dimensions."""
+    return {**_TRUNK_DIMS, "head": config.embedding_dim}
+
 
 class ResNet50Half(nn.Module):
+    """One view's ResNet-50 trunk (``stem``: "imagenet" or "cifar") and projection head."""
+
     def __init__(self, in_channels: int, stem: str, embedding_dim: int, kept_layers: tuple[str, ...]) -> None:
         super().__init__()
         # Imported here: torchvision.models costs seconds at import, and most users load AlexNets.
@@ -34,7 +46,12 @@ class ResNet50Half(nn.Module):
             if "head" in kept_layers
             else None
         )
-        self._dims = {"layer3_pool": 1024, "pool": 2048, "head": embedding_dim}
+        self._dims = {**_TRUNK_DIMS, "head": embedding_dim}
+
+    @classmethod
+    def from_config(cls, config: HalfConfig, in_channels: int) -> ResNet50Half:
+        """The table's ``build_half``: the trunk of ``config.stem`` taking ``in_channels``."""
+        return cls(in_channels, config.stem, config.embedding_dim, config.kept_layers)
 
     def feature_dim(self, layer: str) -> int:
         return self._dims[layer]

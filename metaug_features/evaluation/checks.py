@@ -8,8 +8,8 @@ is wrong and what to do, instead of letting numpy / faiss / sklearn fail deep in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

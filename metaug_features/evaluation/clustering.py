@@ -14,14 +14,14 @@
 Unit rule (the whole package): every evaluation number is in percent. Accuracies keep their
 names (``top1``, ``accuracy``, ...); NMI and ARI, conventionally fractions in [0, 1], carry the
 unit in their key (``nmi_percent``, ``ari_percent``). A record with a bare ``nmi`` / ``ari`` key
-comes from before this rule (evaluation reports of version 1, ``metaug-release evaluate``
+comes from before this rule (evaluation reports of version 1, ``python -m metaug_release evaluate``
 records up to v0.2.0) and holds a fraction: :func:`clustering_in_percent` reads both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -29,11 +29,38 @@ from ..errors import EvaluationInputError
 from .checks import check_features, check_labels, l2_normalize
 from .knn import faiss_threads
 
-__all__ = ["ClusteringResult", "kmeans", "hungarian_accuracy", "cluster_metrics", "cluster_evaluate",
-           "clustering_in_percent", "PROTOCOL"]
+__all__ = [
+    "PROTOCOL",
+    "ClusterConfig",
+    "ClusteringResult",
+    "cluster_evaluate",
+    "cluster_metrics",
+    "clustering_in_percent",
+    "hungarian_accuracy",
+    "kmeans",
+]
 
 PROTOCOL = ("k-means (faiss, best objective over seeded restarts) vs labels: NMI, ARI, Hungarian-matched accuracy, "
             "all in percent")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """k-means settings: the one place their defaults are written (:func:`kmeans`,
+    :func:`cluster_evaluate` and ``metaug-eval cluster`` / ``all`` read them from here).
+
+    n_clusters: k (None = the number of classes in the labels).
+    restarts: seeded runs; the lowest objective wins.
+    niter: Lloyd iterations per run.
+    seed: seed of the first run (run r uses seed + r).
+    normalize: L2-normalise the features first (the k-NN geometry).
+    """
+
+    n_clusters: int | None = None
+    restarts: int = 5
+    niter: int = 50
+    seed: int = 0
+    normalize: bool = True
 
 
 def _as_ids(labels: np.ndarray) -> np.ndarray:
@@ -96,10 +123,10 @@ def clustering_in_percent(metrics: dict) -> dict[str, float]:
 def kmeans(
     features: np.ndarray,
     n_clusters: int,
-    restarts: int = 5,
-    seed: int = 0,
-    niter: int = 50,
-    normalize: bool = True,
+    restarts: int = ClusterConfig.restarts,
+    seed: int = ClusterConfig.seed,
+    niter: int = ClusterConfig.niter,
+    normalize: bool = ClusterConfig.normalize,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """faiss k-means with ``restarts`` seeded runs (seeds seed, seed+1, ...), best objective kept.
@@ -171,11 +198,11 @@ class ClusteringResult:
 def cluster_evaluate(
     features: np.ndarray,
     labels: Sequence | np.ndarray,
-    n_clusters: int | None = None,
-    restarts: int = 5,
-    seed: int = 0,
-    niter: int = 50,
-    normalize: bool = True,
+    n_clusters: int | None = ClusterConfig.n_clusters,
+    restarts: int = ClusterConfig.restarts,
+    seed: int = ClusterConfig.seed,
+    niter: int = ClusterConfig.niter,
+    normalize: bool = ClusterConfig.normalize,
     threads: int | None = None,
 ) -> ClusteringResult:
     """k-means on ``features`` (K = number of label classes unless given) scored against ``labels``."""
@@ -188,8 +215,8 @@ def cluster_evaluate(
     assign, _, objectives = kmeans(x, k, restarts=restarts, seed=seed, niter=niter, normalize=normalize,
                                    threads=threads)
     metrics = cluster_metrics(y, assign)
-    params = dict(n_clusters=k, restarts=int(restarts), seed=int(seed), niter=int(niter), normalize=bool(normalize),
-                  num_rows=int(x.shape[0]), dim=int(x.shape[1]), num_classes=int(classes.size),
-                  best_objective=float(min(objectives)))
+    params = {"n_clusters": k, "restarts": int(restarts), "seed": int(seed), "niter": int(niter), "normalize": bool(normalize),
+                  "num_rows": int(x.shape[0]), "dim": int(x.shape[1]), "num_classes": int(classes.size),
+                  "best_objective": float(min(objectives))}
     return ClusteringResult(metrics=metrics, assignments=assign, objectives=objectives, params=params,
                             classes=[c.item() for c in classes])

@@ -18,17 +18,32 @@ is the top-k).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..errors import EvaluationInputError
 from .checks import encode_splits, l2_normalize
 
-__all__ = ["KNNResult", "knn_search", "knn_vote", "knn_evaluate", "PROTOCOL"]
+__all__ = ["PROTOCOL", "KNNConfig", "KNNResult", "knn_evaluate", "knn_search", "knn_vote"]
 
 PROTOCOL = "weighted k-NN (InstDisc/DINO): L2-normalised features, cosine similarity, votes exp(sim/T)"
+
+
+@dataclass(frozen=True)
+class KNNConfig:
+    """The k-NN protocol's settings: the one place their defaults are written.
+
+    :func:`knn_evaluate`, ``metaug-eval knn`` / ``all`` and the model cards read them from here.
+    ks: neighbour counts reported; the first (200, as InstDisc) is the headline number.
+    temperature: T of exp(sim / T) (0.07, InstDisc's).
+    chunk_size: test rows per faiss search (bounds memory, not the result).
+    """
+
+    ks: tuple[int, ...] = (200, 20)
+    temperature: float = 0.07
+    chunk_size: int = 4096
 
 
 def knn_search(
@@ -100,7 +115,7 @@ def knn_vote(
     Returns:
         float64 [Q, C]: score(c) = sum over neighbours of class c of exp(sim / T).
     """
-    q, k = sims.shape
+    q = sims.shape[0]
     # float64: exp(1 / 0.07) ~ 1.6e6, and sums over 200 neighbours must still separate classes.
     weights = np.exp(sims.astype(np.float64) / temperature)
     flat = (np.arange(q, dtype=np.int64)[:, None] * num_classes + neighbour_labels).ravel()
@@ -148,9 +163,9 @@ def knn_evaluate(
     train_labels: Sequence | np.ndarray,
     test: np.ndarray,
     test_labels: Sequence | np.ndarray,
-    ks: Sequence[int] = (200, 20),
-    temperature: float = 0.07,
-    chunk_size: int = 4096,
+    ks: Sequence[int] = KNNConfig.ks,
+    temperature: float = KNNConfig.temperature,
+    chunk_size: int = KNNConfig.chunk_size,
     keep_scores: bool = False,
     threads: int | None = None,
 ) -> KNNResult:
@@ -161,8 +176,8 @@ def knn_evaluate(
         train_labels: N_train labels (strings or ints).
         test: [N_test, D] features.
         test_labels: N_test labels; every class must occur in the train set.
-        ks: neighbour counts to report (default 200 and 20); each must be <= N_train.
-        temperature: T of exp(sim / T) (default 0.07).
+        ks: neighbour counts to report (default :attr:`KNNConfig.ks`); each must be <= N_train.
+        temperature: T of exp(sim / T) (default :attr:`KNNConfig.temperature`).
         chunk_size: test rows per faiss search.
         keep_scores: also return the [N_test, C] vote scores per k.
         threads: faiss threads (None = faiss's default).
@@ -199,14 +214,14 @@ def knn_evaluate(
         predictions[k] = pred.astype(np.int64)
         if keep_scores:
             scores[k] = s
-    params = dict(
-        ks=ks,
-        temperature=float(temperature),
-        chunk_size=int(chunk_size),
-        num_train=int(n_train),
-        num_test=int(data.test.shape[0]),
-        dim=int(data.train.shape[1]),
-        num_classes=int(c),
-        index="faiss.IndexFlatIP (exact) on L2-normalised float32",
-    )
+    params = {
+        "ks": ks,
+        "temperature": float(temperature),
+        "chunk_size": int(chunk_size),
+        "num_train": int(n_train),
+        "num_test": int(data.test.shape[0]),
+        "dim": int(data.train.shape[1]),
+        "num_classes": int(c),
+        "index": "faiss.IndexFlatIP (exact) on L2-normalised float32",
+    }
     return KNNResult(accuracy=accuracy, predictions=predictions, classes=data.classes, params=params, scores=scores)

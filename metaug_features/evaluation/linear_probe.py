@@ -26,21 +26,49 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import EvaluationInputError
 from .checks import check_features, encode_splits
 
-__all__ = ["ProbeResult", "SelectionResult", "select_regularization", "fast_linear_probe", "PROTOCOL", "DEFAULT_CS"]
+__all__ = [
+    "DEFAULT_CS",
+    "PROTOCOL",
+    "ProbeConfig",
+    "ProbeResult",
+    "SelectionResult",
+    "fast_linear_probe",
+    "select_regularization",
+]
 
 PROTOCOL = (
     "fast linear probe (features-once, no augmentation; not the paper's SGD protocol): "
     "standardised features, multinomial logistic regression (lbfgs), C chosen on a held-out part of train"
 )
 DEFAULT_CS: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.1, 1.0)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The fast probe's settings: the one place their defaults are written (the functions below
+    and ``metaug-eval probe`` / ``all`` read them from here).
+
+    cs: the grid of inverse regularisation strengths C chosen from.
+    val_fraction: share of the train rows held out to choose C.
+    selection_max_train: fit at most this many rows while choosing C (None = all; the CLI's 0).
+    max_iter, tol: lbfgs limits.
+    seed: seeds the held-out split and the subsample.
+    """
+
+    cs: tuple[float, ...] = DEFAULT_CS
+    val_fraction: float = 0.1
+    selection_max_train: int | None = 10_000
+    max_iter: int = 300
+    tol: float = 1e-4
+    seed: int = 0
 
 
 def _fit_logreg(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, tol: float, seed: int):
@@ -84,12 +112,12 @@ class SelectionResult:
 def select_regularization(
     train: np.ndarray,
     train_y: np.ndarray,
-    cs: Sequence[float] = DEFAULT_CS,
-    val_fraction: float = 0.1,
-    selection_max_train: int | None = 10_000,
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    seed: int = 0,
+    cs: Sequence[float] = ProbeConfig.cs,
+    val_fraction: float = ProbeConfig.val_fraction,
+    selection_max_train: int | None = ProbeConfig.selection_max_train,
+    max_iter: int = ProbeConfig.max_iter,
+    tol: float = ProbeConfig.tol,
+    seed: int = ProbeConfig.seed,
     threads: int | None = 1,
 ) -> SelectionResult:
     """Choose C on a held-out part of the train set only.
@@ -166,12 +194,12 @@ def fast_linear_probe(
     train_labels: Sequence | np.ndarray,
     test: np.ndarray,
     test_labels: Sequence | np.ndarray,
-    cs: Sequence[float] = DEFAULT_CS,
-    val_fraction: float = 0.1,
-    selection_max_train: int | None = 10_000,
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    seed: int = 0,
+    cs: Sequence[float] = ProbeConfig.cs,
+    val_fraction: float = ProbeConfig.val_fraction,
+    selection_max_train: int | None = ProbeConfig.selection_max_train,
+    max_iter: int = ProbeConfig.max_iter,
+    tol: float = ProbeConfig.tol,
+    seed: int = ProbeConfig.seed,
     threads: int | None = 1,
 ) -> ProbeResult:
     """Fast linear probe (module docstring). Arguments as :func:`select_regularization`;
@@ -204,22 +232,22 @@ def fast_linear_probe(
     if data.num_classes >= 5:
         top5 = model.classes_[np.argsort(-proba, axis=1, kind="stable")[:, :5]]
         acc["top5"] = float(100.0 * np.mean((top5 == data.test_y[:, None]).any(axis=1)))
-    params = dict(
-        c_grid=[float(c) for c in cs],
-        chosen_c=sel.best_c,
-        val_fraction=float(val_fraction),
-        selection_max_train=selection_max_train,
-        selection_fit_rows=sel.num_fit,
-        selection_val_rows=sel.num_val,
-        max_iter=int(max_iter),
-        tol=float(tol),
-        seed=int(seed),
-        threads=threads,
-        num_train=int(data.train.shape[0]),
-        num_test=int(data.test.shape[0]),
-        dim=int(data.train.shape[1]),
-        num_classes=data.num_classes,
-    )
+    params = {
+        "c_grid": [float(c) for c in cs],
+        "chosen_c": sel.best_c,
+        "val_fraction": float(val_fraction),
+        "selection_max_train": selection_max_train,
+        "selection_fit_rows": sel.num_fit,
+        "selection_val_rows": sel.num_val,
+        "max_iter": int(max_iter),
+        "tol": float(tol),
+        "seed": int(seed),
+        "threads": threads,
+        "num_train": int(data.train.shape[0]),
+        "num_test": int(data.test.shape[0]),
+        "dim": int(data.train.shape[1]),
+        "num_classes": data.num_classes,
+    }
     return ProbeResult(
         accuracy=acc,
         selection=sel,

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from ..errors import EvaluationInputError
 from ..file_decode import decode_paths
 from .checks import check_labels
 
-__all__ = ["PaperProbeConfig", "PaperProbeResult", "paper_linear_probe", "sample_crop_box", "augment_batch"]
+__all__ = ["PaperProbeConfig", "PaperProbeResult", "augment_batch", "paper_linear_probe", "sample_crop_box"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ class PaperProbeResult:
             metrics[f"top1_seed{s}"] = v
         # The per-epoch history goes into the report too: the learning curve and the test top-1 of
         # each averaged epoch are what tells a converged probe from a lucky or diverging one.
-        return dict(name="paper_probe", protocol=self.protocol, params=dict(self.params, seconds=self.seconds),
-                    metrics=metrics, history={str(s): h for s, h in self.history.items()})
+        return {"name": "paper_probe", "protocol": self.protocol, "params": dict(self.params, seconds=self.seconds),
+                    "metrics": metrics, "history": {str(s): h for s, h in self.history.items()}}
 
 
 def _as_uint8_images(images: Any, encoder: nn.Module, name: str) -> torch.Tensor:
@@ -250,8 +251,8 @@ def paper_linear_probe(
                     loss_sum += float(loss.detach()) * idx.numel()
                     correct += int((logits.argmax(1) == y).sum())
                 sched.step()
-                rec: dict[str, Any] = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / tr.shape[0],
-                                           train_top1=100.0 * correct / tr.shape[0])
+                rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / tr.shape[0],
+                                           "train_top1": 100.0 * correct / tr.shape[0]}
                 if epoch >= config.epochs - config.average_last:
                     rec["test_top1"] = _evaluate(encoder, linear, te, yte, layer, config.eval_batch_size, device)
                     test_accs.append(rec["test_top1"])

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,12 +27,30 @@ from ..errors import EvaluationInputError
 from .checks import check_features, check_labels, l2_normalize
 
 __all__ = [
+    "PlotConfig",
     "embedding_2d",
-    "plot_embedding",
     "pair_similarities",
+    "plot_embedding",
     "plot_similarity_histogram",
     "umap_available",
 ]
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """The pictures' settings: the one place their defaults are written (the functions below and
+    ``metaug-eval plot`` / ``all`` read them from here).
+
+    method: 2-D embedding, "tsne", "umap" (needs umap-learn) or "auto" (umap when installed).
+    max_points: embed at most this many rows (seeded subsample; None = all, the CLI's 0).
+    max_pairs: positive and negative pairs drawn for the similarity histogram (each).
+    seed: seeds the subsample, the embedding and the pairs.
+    """
+
+    method: str = "tsne"
+    max_points: int | None = 5000
+    max_pairs: int = 200_000
+    seed: int = 0
 
 
 def umap_available() -> bool:
@@ -49,7 +68,8 @@ def _subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
 
 
 def embedding_2d(
-    features: np.ndarray, method: str = "tsne", seed: int = 0, perplexity: float = 30.0, threads: int | None = 1
+    features: np.ndarray, method: str = PlotConfig.method, seed: int = PlotConfig.seed, perplexity: float = 30.0,
+    threads: int | None = 1,
 ) -> tuple[np.ndarray, str]:
     """2-D embedding of L2-normalised ``features`` [N, D] -> ([N, 2], method used).
 
@@ -100,9 +120,9 @@ def plot_embedding(
     features: np.ndarray,
     labels: Sequence | np.ndarray,
     out_path: str | os.PathLike,
-    method: str = "tsne",
-    max_points: int | None = 5000,
-    seed: int = 0,
+    method: str = PlotConfig.method,
+    max_points: int | None = PlotConfig.max_points,
+    seed: int = PlotConfig.seed,
     title: str | None = None,
     threads: int | None = 1,
 ) -> dict:
@@ -133,7 +153,7 @@ def plot_embedding(
     if len(classes) <= 30:
         ax.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     out = _save_figure(fig, out_path)
-    return {"method": used, "num_points": int(len(keep)), "num_classes": int(len(classes)), "path": str(out)}
+    return {"method": used, "num_points": len(keep), "num_classes": len(classes), "path": str(out)}
 
 
 def _colormap(n: int):
@@ -157,8 +177,8 @@ def pair_similarities(
     a: np.ndarray,
     b: np.ndarray | None = None,
     labels: Sequence | np.ndarray | None = None,
-    max_pairs: int = 200_000,
-    seed: int = 0,
+    max_pairs: int = PlotConfig.max_pairs,
+    seed: int = PlotConfig.seed,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities of positive and of negative pairs (module docstring for the two modes).
 

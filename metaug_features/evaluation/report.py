@@ -14,7 +14,7 @@ Report layout (``format: "metaug-eval-report", version 2``)::
       ]
     }
 
-A report of several feature layers of one model (``metaug-release evaluate``: ``conv`` and ``fc``)
+A report of several feature layers of one model (``python -m metaug_release evaluate``: ``conv`` and ``fc``)
 adds ``"layer"`` to each evaluation and keys its inputs ``"<layer>/train"``, ``"<layer>/test"``;
 ``inputs["model"]`` then describes the network, as in a ``paper-probe`` report. Read entries back
 with :func:`find_evaluation`, reports with :func:`read_report`.
@@ -35,15 +35,24 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_write_text
 
-__all__ = ["array_sha256", "input_info", "report_entry", "build_report", "write_report", "read_report",
-           "find_evaluation", "format_table"]
+__all__ = [
+    "array_sha256",
+    "build_report",
+    "find_evaluation",
+    "format_table",
+    "input_info",
+    "read_report",
+    "report_entry",
+    "write_report",
+]
 
 REPORT_FORMAT = "metaug-eval-report"
 #: 2: k-means NMI / ARI in percent as ``nmi_percent`` / ``ari_percent`` (1: fractions as ``nmi`` / ``ari``).
@@ -109,7 +118,7 @@ def _entry(result: Any, name: str | None) -> dict[str, Any]:
 
     if isinstance(result, KNNResult):
         metrics = {f"k{k}_{m}": v for k, acc in result.accuracy.items() for m, v in acc.items()}
-        return dict(name=name or "knn", protocol=result.protocol, params=_jsonable(result.params), metrics=metrics)
+        return {"name": name or "knn", "protocol": result.protocol, "params": _jsonable(result.params), "metrics": metrics}
     if isinstance(result, ProbeResult):
         metrics = dict(result.accuracy)
         metrics["chosen_c"] = result.selection.best_c
@@ -118,12 +127,12 @@ def _entry(result: Any, name: str | None) -> dict[str, Any]:
         params["converged_per_c"] = {str(c): a for c, a in result.selection.converged.items()}
         params["final_converged"] = result.final_converged
         params["seconds"] = result.seconds
-        return dict(name=name or "fast_probe", protocol=result.protocol, params=_jsonable(params), metrics=metrics)
+        return {"name": name or "fast_probe", "protocol": result.protocol, "params": _jsonable(params), "metrics": metrics}
     if isinstance(result, ClusteringResult):
         params = dict(result.params)
         params["objectives"] = result.objectives
-        return dict(name=name or "kmeans", protocol=result.protocol, params=_jsonable(params),
-                    metrics=dict(result.metrics))
+        return {"name": name or "kmeans", "protocol": result.protocol, "params": _jsonable(params),
+                    "metrics": dict(result.metrics)}
     if hasattr(result, "report_entry"):
         entry = result.report_entry()
         if name:
@@ -136,10 +145,10 @@ def _entry(result: Any, name: str | None) -> dict[str, Any]:
 
 def build_report(entries: Iterable[dict[str, Any]], inputs: dict[str, dict] | None = None) -> dict[str, Any]:
     """Assemble the report document from entries (see :func:`report_entry`) and input descriptions."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import faiss
     import sklearn
-
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         pkg_version = version("metaug-features")

@@ -22,13 +22,30 @@ Modules, one job each:
 - ``checks``: the range and choice checks the sections use;
 - ``overrides``: the generic ``key=value`` override parser;
 - ``coerce``: typed building of dataclasses from nested dicts;
-- ``loading``: recipes + overrides -> ``TrainConfig``; ``diff_keys`` and what a resume may change.
+- ``loading``: recipes + overrides -> ``TrainConfig``; the shipped recipes' list; ``diff_keys`` and
+  what a resume may change;
+- ``upgrades``: values that configs saved by earlier versions hold, read as what they mean now.
 """
 
 from __future__ import annotations
 
-from .generator_sections import A2_LOSSES, A2_MODES, A2Config, IDAAConfig
-from .loading import RECIPES_DIR, RESUMABLE_KEYS, RESUMABLE_SECTIONS, diff_keys, load_config, read_recipe, resume_changes
+from .generator_sections import (
+    A2_FEATURE_MODEL,
+    A2_LOSSES,
+    A2_MODES,
+    A2Config,
+    IDAAConfig,
+)
+from .loading import (
+    RECIPES_DIR,
+    RESUMABLE_KEYS,
+    RESUMABLE_SECTIONS,
+    diff_keys,
+    load_config,
+    read_recipe,
+    resume_changes,
+    shipped_recipes,
+)
 from .loss_sections import (
     AUG_TERM_KEYWORDS,
     BANK_WRITES,
@@ -44,13 +61,51 @@ from .loss_sections import (
     expand_aug_terms,
 )
 from .overrides import OverrideValue, parse_override
-from .schema import METHODS, TrainConfig
-from .sections import META_GRAD_MODES, BankConfig, DataConfig, ModelConfig, OptimConfig, RunConfig
+from .schema import TrainConfig
+from .sections import (
+    DATASET_CACHE_DIR,
+    META_GRAD_MODES,
+    BankConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+)
 
 __all__ = [
-    "A2Config", "A2_LOSSES", "A2_MODES", "AUG_TERM_KEYWORDS", "BANK_WRITES", "BankConfig", "CMC_LOSSES", "DataConfig",
-    "IDAAConfig", "LossConfig", "METHODS", "META_GRAD_MODES", "MetaugConfig", "ModelConfig", "NEGATIVE_DRAWS",
-    "OptimConfig", "OverrideValue", "RECIPES_DIR", "REG_BLOCKS", "REG_MODES", "REG_SCORES", "REG_WHERE", "RESUMABLE_KEYS", "RESUMABLE_SECTIONS",
-    "RunConfig", "TrainConfig", "WEIGHTINGS", "diff_keys", "expand_aug_terms", "load_config", "parse_override",
-    "read_recipe", "resume_changes",
+    "A2_FEATURE_MODEL",
+    "A2_LOSSES",
+    "A2_MODES",
+    "AUG_TERM_KEYWORDS",
+    "BANK_WRITES",
+    "CMC_LOSSES",
+    "DATASET_CACHE_DIR",
+    "META_GRAD_MODES",
+    "NEGATIVE_DRAWS",
+    "RECIPES_DIR",
+    "REG_BLOCKS",
+    "REG_MODES",
+    "REG_SCORES",
+    "REG_WHERE",
+    "RESUMABLE_KEYS",
+    "RESUMABLE_SECTIONS",
+    "WEIGHTINGS",
+    "A2Config",
+    "BankConfig",
+    "DataConfig",
+    "IDAAConfig",
+    "LossConfig",
+    "MetaugConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "OverrideValue",
+    "RunConfig",
+    "TrainConfig",
+    "diff_keys",
+    "expand_aug_terms",
+    "load_config",
+    "parse_override",
+    "read_recipe",
+    "resume_changes",
+    "shipped_recipes",
 ]

@@ -7,7 +7,8 @@ Every check raises :class:`~metaug_features.errors.ConfigError` naming the dotte
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from metaug_features.errors import ConfigError
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from metaug_features.errors import ConfigError
 
@@ -103,9 +104,8 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
     elif tp is bool:
         if isinstance(value, bool):
             return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise ConfigError(f"config key {key!r} must be {type_name(tp)}, got {type(value).__name__} {value!r}")
 
 

@@ -44,6 +44,16 @@ class IDAAConfig:
 A2_MODES = ("perturb", "search")
 A2_LOSSES = ("infonce", "simclr", "full")
 
+#: The released model whose features A2 measures: ``a2.calibration_model`` (perturb views) and
+#: ``metaug-a2-search --model`` (search views). Spelled as its alias, which resolves to the copy
+#: shipped in the package, offline, from any directory.
+A2_FEATURE_MODEL = "cifar10-conv"
+#: Earlier spellings of that model -> its alias. "hub/cifar10-conv" (the default until issue #55)
+#: names the same shipped folder (``metaug_features.hub.bundled_model_dir``); reading it as the
+#: alias keeps configs saved with it resuming against recipes that now say "cifar10-conv". A
+#: folder of that name elsewhere is still reachable as "./hub/cifar10-conv".
+_A2_MODEL_SPELLINGS = {"hub/cifar10-conv": A2_FEATURE_MODEL}
+
 
 @dataclass(frozen=True)
 class A2Config:
@@ -55,6 +65,7 @@ class A2Config:
     sigma: perturb noise std in the latent; 0 = calibrate at the start so that the mean cosine
         between ``calibration_model`` features of G(x) and of the perturbed view is
         ``target_cosine`` (over ``calibration_images`` training images; logged in log.jsonl).
+    calibration_model: a model folder, alias or Hub id; default ``A2_FEATURE_MODEL``.
     loss: "infonce" (A2-InfoNCE), "simclr" (A2-SimCLR) or "full" (A2-full, SupCon with the
         generated view as a positive; alpha unused); alpha and tau as in docs/METHODS.md section 9.
     """
@@ -64,7 +75,7 @@ class A2Config:
     mode: str = "perturb"
     sigma: float = 0.0
     target_cosine: float = 0.85
-    calibration_model: str = "hub/cifar10-conv"
+    calibration_model: str = A2_FEATURE_MODEL
     calibration_images: int = 512
     cache: str = ""
     loss: str = "infonce"
@@ -73,6 +84,9 @@ class A2Config:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
+        # object.__setattr__ because frozen: one spelling per model, so two configs that name the
+        # same model compare equal (what a resume checks).
+        object.__setattr__(self, "calibration_model", _A2_MODEL_SPELLINGS.get(self.calibration_model, self.calibration_model))
         if self.enabled and not self.vae:
             raise ConfigError("config key 'a2.vae' must name a VAE folder (metaug-train-vae) when a2.enabled is true")
         check_choice("a2.mode", self.mode, A2_MODES)

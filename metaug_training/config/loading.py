@@ -1,7 +1,8 @@
 """Reading a run's config: a JSON recipe plus ``key=value`` overrides, and comparing two configs.
 
-A recipe file holds any subset of the keys; the command line overrides single keys with
-dotted names::
+A recipe file holds any subset of the keys, and may start with a one-line ``"_summary"`` that
+``metaug-train --help`` shows (:func:`shipped_recipes`); the command line overrides single keys
+with dotted names::
 
     metaug-train --config metaug_training/recipes/cifar10-metaug.json optim.lr=0.05 model.views=l,ab
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metaug_features.errors import ConfigError
 
@@ -35,19 +37,19 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     ConfigError naming the offending key."""
     d: dict[str, Any] = read_recipe(path) if path is not None else {}
     apply_overrides(d, tuple(overrides))
-    return TrainConfig.from_dict(d)
+    return TrainConfig.from_recipe(d)
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """JSON object of a recipe file; ``name`` without a folder also finds ``recipes/name.json``.
-    Keys starting with "_" are comments and are dropped."""
+    Keys starting with "_" are notes (``_summary``, ``_comment``, ``_plan``) and are dropped."""
     p = Path(path)
     if not p.is_file():
         shipped = RECIPES_DIR / (p.name if p.suffix == ".json" else p.name + ".json")
         if p.parent == Path(".") and shipped.is_file():
             p = shipped
         else:
-            names = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("*.json")))
+            names = ", ".join(shipped_recipes())
             raise ConfigError(f"config file not found: {path} (shipped recipes: {names})")
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
@@ -56,6 +58,20 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise ConfigError(f"config file {p} must hold a JSON object, got {type(d).__name__}")
     return _strip_comments(d)
+
+
+def shipped_recipes(folder: Path = RECIPES_DIR) -> dict[str, str]:
+    """Every recipe in ``folder`` (the shipped ones by default), sorted by name: name (what
+    ``--config`` takes) -> its one-line ``"_summary"`` ("" when it has none). ``metaug-train
+    --help`` lists them, so a recipe added to the folder is listed with no other change."""
+    out: dict[str, str] = {}
+    for p in sorted(folder.glob("*.json")):
+        try:
+            summary = json.loads(p.read_text(encoding="utf-8")).get("_summary", "")
+        except (json.JSONDecodeError, AttributeError):
+            summary = ""  # --help still names it; loading it says what is wrong
+        out[p.stem] = " ".join(str(summary).split())
+    return out
 
 
 def _strip_comments(d: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ section validates itself on construction (ConfigError naming the dotted key); th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from metaug_features.errors import ConfigError
 

@@ -4,24 +4,23 @@ The sections (``data``, ``model``, ``bank``, ``loss``, ``metaug``, ``idaa``, ``a
 ``run``) read like docs/METHODS.md and each validates itself on construction; this class adds
 the top-level ``method`` and the checks that span sections. The config is saved into every
 checkpoint (``to_dict``) and rebuilt from it (``from_dict``; a key the saved config lacks takes
-its default).
+its default, and a value an earlier version saved is upgraded, :mod:`.upgrades`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from metaug_features.config import EncoderConfig
+from metaug_features.errors import ConfigError
 
-from .checks import check_choice
 from .coerce import build_dataclass, to_plain
 from .generator_sections import A2Config, IDAAConfig
 from .loss_sections import LossConfig, MetaugConfig, expand_aug_terms
 from .sections import BankConfig, DataConfig, ModelConfig, OptimConfig, RunConfig
-
-#: Training methods (docs/METHODS.md sections 3-6): memory-bank CMC, OUCL without generators, full MetAug.
-METHODS = ("cmc", "oucl", "metaug")
+from .upgrades import upgrade_saved
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,13 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        # Every section has validated itself; what is left spans sections.
-        check_choice("method", self.method, METHODS)
+        # Every section has validated itself; what is left spans sections. ``method`` is checked
+        # for its type only: the methods table (metaug_training/methods/table.py) imports this
+        # config, so the config cannot import the table without an import circle. Every user of
+        # a config (training, export, compact-state, the train CLI) looks the name up with
+        # ``method_for``, whose error lists the known methods.
+        if not isinstance(self.method, str) or not self.method:
+            raise ConfigError(f"config key 'method' must be a method name, got {self.method!r}")
         expand_aug_terms(self.metaug.aug_terms, self.model.views)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,8 +54,17 @@ class TrainConfig:
         return to_plain(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        """Strictly rebuild a config from a (possibly partial) nested dict."""
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Strictly rebuild a saved config (a checkpoint's, a compact state's, ``config.json``)
+        from a (possibly partial) nested dict; values saved by earlier versions are upgraded first
+        (``upgrades.SAVED_VALUE_UPGRADES``). A recipe is read by :meth:`from_recipe` instead."""
+        return build_dataclass(cls, upgrade_saved(d), prefix="")
+
+    @classmethod
+    def from_recipe(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Strictly build a config from what a user wrote (a recipe plus overrides, nested). The
+        saved-value upgrades do not apply: a recipe's ``run.max_steps=0`` is an error that says
+        what to write instead."""
         return build_dataclass(cls, d, prefix="")
 
     def encoder_config(self, provenance: Mapping[str, Any] | None = None) -> EncoderConfig:

@@ -10,8 +10,10 @@ sections are in :mod:`~metaug_training.config.loss_sections`, the view generator
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from metaug_features.config import EncoderConfig
 from metaug_features.device import DEVICE_SPECS, check_device_spec
@@ -25,6 +27,14 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("fp32", "bf16")
 META_GRAD_MODES = ("jvp", "double_backward")
+
+#: Where decoded training images are cached: ``data.cache_dir``'s default, and the cache of
+#: ``metaug-train-vae`` and ``metaug-a2-search`` (the same images decode once for all three).
+DATASET_CACHE_DIR = "~/.cache/metaug-features/datasets"
+
+#: The library's encoder defaults, read from ``EncoderConfig`` itself: ``ModelConfig`` repeats
+#: none of them, so a training run and ``EncoderConfig()`` build the same encoder.
+_ENCODER_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(EncoderConfig)}
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class DataConfig:
 
     path: str = "data/cifar10-jpeg.tar.gz"
     split: str = "train"
-    cache_dir: str = "~/.cache/metaug-features/datasets"
+    cache_dir: str = DATASET_CACHE_DIR
     cache_size: int = 0
     limit: int = 0
     num_workers: int = 2
@@ -68,14 +78,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The encoder (docs/METHODS.md section 2); these become the exported ``EncoderConfig``."""
+    """The encoder (docs/METHODS.md section 2); these become the exported ``EncoderConfig``.
 
-    architecture: str = "alexnet32"
-    width: float = 1.0
-    views: tuple[str, ...] = ("l", "ab", "ori")
-    ori_space: str = "lab"
-    embedding_dim: int = 128
-    stem: str = "imagenet"
+    Each field means what the ``EncoderConfig`` field of the same name means, and its default is
+    that field's default (read from the library, never repeated here).
+    """
+
+    architecture: str = _ENCODER_DEFAULTS["architecture"]
+    width: float = _ENCODER_DEFAULTS["width"]
+    views: tuple[str, ...] = _ENCODER_DEFAULTS["views"]
+    ori_space: str = _ENCODER_DEFAULTS["ori_space"]
+    embedding_dim: int = _ENCODER_DEFAULTS["embedding_dim"]
+    stem: str = _ENCODER_DEFAULTS["stem"]
 
     def __post_init__(self) -> None:
         # The encoder fields are validated by the library's own EncoderConfig; re-key its errors.
@@ -169,7 +183,11 @@ class RunConfig:
     num_threads: torch CPU threads per process; 0 = the cores this process may use divided by
         the processes on this machine.
     ckpt_every: write ``checkpoints/last.pt`` every this many steps (and at the end).
-    max_steps: stop after this global step (0 = run all epochs); the schedule is unchanged.
+    max_steps: stop after this global step; the schedule still spans ``optim.epochs``. null (the
+        default) runs all epochs. 0 is refused: it once meant "no limit", which a user asking
+        for a dry run did not expect; ``run.max_steps=1`` is the quickest check that a run
+        starts. A config saved with 0 (before 0 was refused) reads as null
+        (:mod:`~metaug_training.config.upgrades`).
     stop_after_minutes: wall-clock deadline; the run stops cleanly, checkpoints and exports.
     export: write ``export/`` (the inference model folder) when the run stops.
     warm_start: a compact-state folder (``metaug_training/compact_state.py``, written by
@@ -200,7 +218,7 @@ class RunConfig:
     num_threads: int = 0
     log_every: int = 10
     ckpt_every: int = 500
-    max_steps: int = 0
+    max_steps: int | None = None
     stop_after_minutes: float = 0.0
     export: bool = True
     warm_start: str = ""
@@ -219,8 +237,16 @@ class RunConfig:
             raise ConfigError(f"config key 'run.device' must be {DEVICE_SPECS}, got {self.device!r}") from None
         check_choice("run.precision", self.precision, PRECISIONS)
         check_choice("run.meta_grad", self.meta_grad, META_GRAD_MODES)
-        for name in ("num_threads", "max_steps", "seed"):
+        for name in ("num_threads", "seed"):
             check_at_least(f"run.{name}", getattr(self, name), 0)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"config key 'run.max_steps' must be >= 1 or null, got {self.max_steps}: null (the default) "
+                              "runs all optim.epochs, and run.max_steps=1 is the quickest check that a run starts")
         for name in ("log_every", "ckpt_every"):
             check_at_least(f"run.{name}", getattr(self, name), 1)
         check_positive("run.stop_after_minutes", self.stop_after_minutes, allow_zero=True)
+
+    def end_step(self, total_steps: int) -> int:
+        """The global step the run stops at, of a schedule of ``total_steps``: ``max_steps`` when
+        it is set and earlier, else ``total_steps`` (all epochs)."""
+        return total_steps if self.max_steps is None else min(total_steps, self.max_steps)

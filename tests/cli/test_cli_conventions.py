@@ -1,11 +1,12 @@
-"""One command-line style for every console script in pyproject.toml: ``--help`` ends with the
-exit-code convention, ``--version``, ``--output/-o`` for what a command writes (old spellings
-still parse), one ``--device`` parser, user errors exit 2 with one ``Error:`` line, written
-paths printed normalised, and README.md's commands use only options that exist."""
+"""One command-line style for every console script in pyproject.toml (and the checkout's
+``python -m metaug_release``), each subcommand included: ``--help`` ends with the exit-code
+convention, ``--version``, ``--output/-o`` for what a command writes (old spellings still
+parse), one ``--device`` parser, user errors exit 2 with one ``Error:`` line, written paths
+printed normalised, and README.md's commands use only options that exist. ``--threads`` and
+``-q/--quiet``: tests/cli/test_shared_options.py."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import shlex
@@ -17,6 +18,16 @@ import click
 import numpy as np
 import pytest
 import torch
+from _cli_helpers import (
+    REPO,
+    assert_user_error,
+    command_id,
+    command_targets,
+    console_scripts,
+    importable,
+    script_command,
+    walk_commands,
+)
 from click.testing import CliRunner
 
 from metaug_cli._common import EXIT_CODES, DeviceSpec, _OutputOption
@@ -24,40 +35,16 @@ from metaug_features import __version__
 from metaug_features.device import check_device_spec, resolve_device
 from metaug_features.errors import MetAugError
 from metaug_features.feature_files import FeatureSet, write_feature_set
-from _cli_helpers import assert_user_error
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _console_scripts() -> dict[str, str]:
-    """``[project.scripts]`` of pyproject.toml: command name -> "module:attribute"."""
-    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    return dict(re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', section, flags=re.M))
-
-
-SCRIPTS = _console_scripts()
-
-
-def _command(name: str) -> click.Command:
-    module, attr = SCRIPTS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+SCRIPTS = importable(console_scripts())
+COMMANDS = importable(command_targets())  # the scripts, then python -m metaug_release
+_command = script_command
 
 
 def _all_commands() -> list[tuple[str, list[str], click.Command]]:
-    """(script, subcommand path, command) for every script and every subcommand of a group, at
-    any depth (``metaug-release campaign row``)."""
-    out = []
-
-    def walk(name: str, path: list[str], cmd: click.Command) -> None:
-        out.append((name, path, cmd))
-        if isinstance(cmd, click.Group):
-            for sub, c in cmd.commands.items():
-                walk(name, [*path, sub], c)
-
-    for name in SCRIPTS:
-        walk(name, [], _command(name))
-    return out
+    """(command, subcommand path, command object) for every command and every subcommand of a
+    group, at any depth (``python -m metaug_release campaign row``)."""
+    return walk_commands(COMMANDS)
 
 
 def _help(cmd: click.Command, sub: list[str]) -> str:
@@ -71,23 +58,29 @@ def _flat(text: str) -> str:
 
 
 def test_every_console_script_is_checked():
+    """Each script of pyproject.toml names a module that exists (the release tooling is no
+    script: it lives in the checkout, ``python -m metaug_release``)."""
+    assert set(SCRIPTS) == set(console_scripts()), "a console script names a module that does not exist"
     assert set(SCRIPTS) == {"metaug-extract", "metaug-eval", "metaug-train", "metaug-export", "metaug-push",
-                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search", "metaug-release",
-                            "metaug-meta-diagnostics"}
+                            "metaug-compact-state", "metaug-train-vae", "metaug-a2-search", "metaug-meta-diagnostics"}
+    assert "python -m metaug_release" in COMMANDS
 
 
-@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=command_id)
 def test_help_ends_with_the_exit_codes(name, sub, cmd):
     assert _flat(EXIT_CODES) in _flat(_help(_command(name), sub))
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_version(name):
-    res = CliRunner().invoke(_command(name), ["--version"])
+@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=command_id)
+def test_version_on_every_command_and_subcommand(name, sub, cmd):
+    """``--version`` prints ``<command> <version>`` (the command the user typed first), also
+    after a subcommand, and also where the subcommand has required options."""
+    res = CliRunner().invoke(_command(name), [*sub, "--version"])
     assert res.exit_code == 0 and res.output == f"{name} {__version__}\n", res.output
+    assert "--version" in _help(_command(name), sub)
 
 
-@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=command_id)
 def test_outputs_are_dash_o(name, sub, cmd):
     """An option that names something to write is --output/-o; no other visible name says 'out'."""
     for p in cmd.params:
@@ -103,7 +96,7 @@ def test_outputs_are_dash_o(name, sub, cmd):
     assert "--out-dir" not in text and "--plots" not in text
 
 
-@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize("name,sub,cmd", _all_commands(), ids=command_id)
 def test_device_options_share_one_parser(name, sub, cmd):
     for p in cmd.params:
         if "--device" in getattr(p, "opts", []):
@@ -162,12 +155,12 @@ def _user_errors(tmp: Path) -> dict[str, list[str]]:
         "metaug-compact-state": [str(tmp / "missing.pt"), "-o", str(tmp / "o")],
         "metaug-train-vae": [missing, "-o", str(tmp / "o")],
         "metaug-a2-search": [missing, missing, "-o", str(tmp / "o.safetensors")],
-        "metaug-release": ["campaign", "cards", "--leg", "99", "-o", str(tmp / "o")],
+        "python -m metaug_release": ["campaign", "cards", "--leg", "99", "-o", str(tmp / "o")],
         "metaug-meta-diagnostics": [missing],
     }
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", COMMANDS)
 def test_user_error_exits_2_with_one_line(name, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # dataset caches land here
     assert_user_error(CliRunner().invoke(_command(name), _user_errors(tmp_path)[name]))
@@ -176,7 +169,7 @@ def test_user_error_exits_2_with_one_line(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name,sub", [("metaug-extract", []), ("metaug-eval", ["paper-probe"]),
                                       ("metaug-train", []), ("metaug-train-vae", []), ("metaug-a2-search", []),
-                                      ("metaug-release", ["reproduce"])])
+                                      ("python -m metaug_release", ["reproduce"])])
 def test_bad_device_is_a_usage_error(name, sub):
     assert_user_error(CliRunner().invoke(_command(name), [*sub, "--device", "gpu"]), "unknown device 'gpu'")
 
@@ -191,7 +184,7 @@ def test_missing_gpu_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_exits_130(monkeypatch, tmp_path, how):
     """Ctrl-C, and SIGTERM while the command runs, exit 130; SIGTERM's handler is put back after."""
-    import metaug_training.checkpoint as checkpoint
+    from metaug_training import checkpoint
 
     def interrupted(*a, **k):
         if how == "ctrl-c":
@@ -257,8 +250,8 @@ def _readme_invocations() -> list[tuple[str, list[str], set[str]]]:
     """(command, subcommand path, --options) of every command line in README.md's code blocks
     and inline code spans."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
-    spans = re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.DOTALL)
+    spans = re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
     found = []
     for lines in [b.splitlines() for b in blocks] + [[" ".join(s.split())] for s in spans]:
         for line in lines:

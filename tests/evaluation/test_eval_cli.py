@@ -16,7 +16,12 @@ from click.testing import CliRunner
 from metaug_cli.eval import main
 from metaug_features import EncoderConfig, build_encoder, save_pretrained
 from metaug_features.evaluation import cluster_evaluate, fast_linear_probe, knn_evaluate
-from metaug_features.feature_files import FeatureSet, features_path, sha256_file, write_feature_set
+from metaug_features.feature_files import (
+    FeatureSet,
+    features_path,
+    sha256_file,
+    write_feature_set,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +153,7 @@ def test_cli_errors_from_a_real_process(folders, tmp_path):
     x[3, 7] = np.nan
     np.save(bad / "features.npy", x)
     proc = subprocess.run([sys.executable, "-m", "metaug_cli.eval", "knn", "--train", str(bad), "--test",
-                           str(folders["test_conv"])], capture_output=True, text=True)
+                           str(folders["test_conv"])], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "NaN or inf" in proc.stderr

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from metaug_features import EvaluationInputError
-from metaug_features.evaluation import cluster_evaluate, cluster_metrics, hungarian_accuracy, kmeans
+from metaug_features.evaluation import (
+    cluster_evaluate,
+    cluster_metrics,
+    hungarian_accuracy,
+    kmeans,
+)
 
 
 def test_hungarian_accuracy_hand_computed():

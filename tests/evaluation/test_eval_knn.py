@@ -132,7 +132,7 @@ def _xy(n=30, d=4, classes=3, seed=0):
 def test_bad_input_gives_clear_error(mutate, match):
     train, train_y = _xy()
     test, test_y = _xy(10, seed=1)
-    args = dict(train=train, train_y=train_y, test=test, test_y=test_y, ks=[5], temperature=0.07)
+    args = {"train": train, "train_y": train_y, "test": test, "test_y": test_y, "ks": [5], "temperature": 0.07}
     mutate(args)
     with pytest.raises(EvaluationInputError, match=match):
         knn_evaluate(args["train"], args["train_y"], args["test"], args["test_y"], ks=args["ks"],

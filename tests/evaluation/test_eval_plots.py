@@ -10,7 +10,11 @@ import pytest
 from PIL import Image
 
 from metaug_features import EvaluationInputError
-from metaug_features.evaluation import pair_similarities, plot_embedding, plot_similarity_histogram
+from metaug_features.evaluation import (
+    pair_similarities,
+    plot_embedding,
+    plot_similarity_histogram,
+)
 from metaug_features.evaluation.plots import umap_available
 
 

@@ -13,7 +13,12 @@ import torch
 
 from metaug_features import EncoderConfig, EvaluationInputError, build_encoder
 from metaug_features.evaluation import fast_linear_probe, select_regularization
-from metaug_features.evaluation.paper_probe import PaperProbeConfig, augment_batch, paper_linear_probe, sample_crop_box
+from metaug_features.evaluation.paper_probe import (
+    PaperProbeConfig,
+    augment_batch,
+    paper_linear_probe,
+    sample_crop_box,
+)
 
 
 def _split_files(root: Path, split: str):

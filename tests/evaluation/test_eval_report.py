@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 
 from metaug_features.errors import MetAugError
-from metaug_features.evaluation import (build_report, find_evaluation, format_table, knn_evaluate, read_report,
-                                        report_entry, write_report)
+from metaug_features.evaluation import (
+    build_report,
+    find_evaluation,
+    format_table,
+    knn_evaluate,
+    read_report,
+    report_entry,
+    write_report,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import numpy as np
 import pytest
 from _extract_helpers import output_files, run_cli
@@ -178,3 +179,17 @@ def test_interrupt_exits_130_with_resume_hint(cifar_images, model_dir, tmp_path,
     monkeypatch.setattr(cli, "extract_features", interrupted)
     r = CliRunner().invoke(main, ["--model", str(model_dir), "-o", str(tmp_path / "o"), str(cifar_images / "test" / "cat")])
     assert r.exit_code == 130 and "run the same command again to resume" in r.output
+
+
+def test_option_defaults_are_the_library_defaults():
+    """One source: each option that feeds a keyword of extract_features takes its default from
+    that keyword (--quiet is `progress` inverted; --output, --device and --merge are the CLI's)."""
+    import inspect
+
+    library = {n: p.default for n, p in inspect.signature(extract_features).parameters.items()
+               if p.default is not p.empty}
+    options = {p.name: p.default for p in main.params if isinstance(p, click.Option)}
+    shared = {"layer", "batch_size", "workers", "fmt", "strict", "shard", "chunk_size", "overwrite", "decode_time_limit"}
+    assert shared <= set(options) and shared <= set(library)
+    assert {n: options[n] for n in shared} == {n: library[n] for n in shared}
+    assert options["quiet"] is (not library["progress"])

@@ -3,6 +3,8 @@ writer (no model needed)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 
 import numpy as np
@@ -11,16 +13,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metaug_features.errors import MetAugError
-from metaug_features.extract_state import ChunkResult, PartialStore, check_output_writable, key_sha256
-from metaug_features.feature_files import FeatureSet, read_feature_set, write_feature_set
+from metaug_features.extract_state import (
+    ChunkResult,
+    PartialStore,
+    check_output_writable,
+    key_sha256,
+)
+from metaug_features.feature_files import (
+    FeatureSet,
+    read_feature_set,
+    sha256_file,
+    write_feature_set,
+)
 from metaug_features.feature_stream import iter_feature_rows, write_feature_folder
 from metaug_features.file_list import (
     REASON_NOT_IMAGE_EXT,
     REASON_NOT_REGULAR,
     chunk_bounds,
+    chunk_parts,
     collect_files,
     parse_shard,
-    shard_chunks,
+    shard_bounds,
 )
 
 
@@ -115,15 +128,24 @@ def test_file_list_hash_changes_with_names_not_with_location(tmp_path):
 
 # ---------------------------------------------------------------------- chunks and shards
 @given(st.integers(0, 5000), st.integers(1, 300), st.integers(1, 40))
-def test_shards_partition_chunks_in_order(num_files, chunk_size, n):
+def test_shards_partition_files_in_order_and_parts_tile_each_shard(num_files, chunk_size, n):
     bounds = chunk_bounds(num_files, chunk_size)
     # Chunks tile [0, num_files) with fixed size (only the last may be shorter).
     assert [i for s, e in bounds for i in range(s, e)] == list(range(num_files))
     assert all(e - s == chunk_size for s, e in bounds[:-1])
-    shards = [shard_chunks(len(bounds), i, n) for i in range(n)]
-    assert [k for r in shards for k in r] == list(range(len(bounds)))
-    sizes = [len(r) for r in shards]
+    shards = [shard_bounds(num_files, i, n) for i in range(n)]
+    # The unit is the file: shards tile the list in order, sizes differ by at most one, and a
+    # shard is empty only when there are more shards than files.
+    assert [i for a, b in shards for i in range(a, b)] == list(range(num_files))
+    sizes = [b - a for a, b in shards]
     assert max(sizes) - min(sizes) <= 1
+    assert (min(sizes) == 0) == (n > num_files)
+    for a, b in shards:
+        parts = chunk_parts(bounds, a, b)
+        # Each part lies inside its chunk, and the parts tile the shard.
+        assert all(bounds[k][0] <= s < e <= bounds[k][1] for k, s, e in parts)
+        assert [i for _, s, e in parts for i in range(s, e)] == list(range(a, b))
+    assert chunk_parts(bounds, 0, num_files) == [(k, s, e) for k, (s, e) in enumerate(bounds)]
 
 
 @pytest.mark.parametrize("text", ["1", "a/b", "3/3", "-1/2", "0/0", "1/2/3"])
@@ -149,6 +171,8 @@ def test_chunk_round_trip_and_refusals(tmp_path):
     back = store.load_chunk(2, 8, 12, h)
     assert back.features.tobytes() == feats.tobytes()
     assert back.rows == res.rows and back.skipped == res.skipped
+    head = store.load_chunk(2, 8, 12, h, features=False)  # lists and the features' header only
+    assert head.rows == res.rows and head.skipped == res.skipped and head.features.shape == (0, 5)
     assert store.load_chunk(2, 8, 12, "other") is None  # another run's chunk
     assert store.load_chunk(2, 8, 13, h) is None  # another chunking
     assert store.load_chunk(3, 12, 16, h) is None  # absent
@@ -189,8 +213,21 @@ def test_streamed_folder_is_byte_identical_to_write_feature_set(tmp_path, fmt, n
     assert sorted(os.listdir(tmp_path / "new")) == ref_files
     for name in ref_files:
         assert (tmp_path / "new" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    # The streamed bytes are those of the libraries' own whole-array writers, and the sha256 in
+    # extract.json (hashed while writing) is that of the file.
+    meta = json.loads((tmp_path / "new" / "extract.json").read_text())
+    feat_file = tmp_path / "new" / meta["features_file"]
+    assert meta["features_sha256"] == sha256_file(feat_file)
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, feats)
+        assert feat_file.read_bytes() == buf.getvalue()
+    elif fmt == "safetensors":
+        from safetensors.numpy import save
+
+        assert feat_file.read_bytes() == save({"features": feats})
     back = read_feature_set(tmp_path / "new")
-    assert back.paths == paths and back.features.tobytes() == feats.tobytes()
+    assert back.paths == paths and back.features.tobytes() == feats.tobytes() and back.features.shape == (n, 7)
     streamed = list(iter_feature_rows(tmp_path / "new", rows_per_block=4))
     assert all(b.shape[0] <= 4 for b in streamed)
     assert (np.concatenate(streamed) if streamed else np.empty((0, 7), np.float32)).tobytes() == feats.tobytes()

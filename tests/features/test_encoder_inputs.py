@@ -153,7 +153,7 @@ class _Files(torch.utils.data.Dataset):
 
 def test_transform_in_a_users_dataloader(encoder):
     paths = sorted(SAMPLE.glob("*/0000.jpg"))
-    transform = encoder.preprocess.transform
+    transform = encoder.transform
     assert transform(paths[0]).shape == (3, 32, 32)
     pickle.dumps(transform)  # DataLoader workers under spawn need it picklable
     loader = torch.utils.data.DataLoader(_Files(paths, transform), batch_size=4, num_workers=2)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from metaug_features import build_encoder
+from metaug_features import ConfigError, build_encoder
+from metaug_features.encoders.registry import ENCODERS
 
 
 def _params(module):
@@ -101,3 +102,25 @@ def test_extract_matches_manual_pipeline_and_restores_mode(cifar_images):
         manual = enc(enc.preprocess(files), "fc")
     assert feats.shape == (10, enc.feature_dim("fc"))
     assert torch.allclose(feats, manual, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, stem", [(name, stem) for name, row in ENCODERS.items() for stem in row.sizes])
+def test_every_table_row_keeps_its_promises(name, stem):
+    """Each row's layers, dims, default sizes and default layer are what its network does."""
+    row = ENCODERS[name]
+    width = 0.25 if row.width_multiplier else 1.0
+    enc = build_encoder(architecture=name, stem=stem, width=width, views=("ab",)).eval()
+    cfg = enc.config
+    assert (cfg.input_size, cfg.resize_size) == row.sizes[stem] and cfg.default_layer == row.default_layer
+    assert row.layers[-1] == "head" and enc.layers == row.layers[:-1]
+    dims = row.layer_dims(cfg)
+    assert set(dims) == set(row.layers)
+    x = torch.randn(2, 3, cfg.input_size, cfg.input_size)
+    with torch.no_grad():
+        for layer in row.layers:
+            assert enc.halves["ab"](x[:, 1:3], layer).shape == (2, dims[layer]), layer
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"'architecture' must be one of \['alexnet224', 'alexnet32', 'resnet50'\], got 'alexnet64'"):
+        build_encoder(architecture="alexnet64")

@@ -209,9 +209,9 @@ def test_recorded_benchmark_matches_the_code_and_results_md():
     is the one the record tooling renders from it (not edited by hand)."""
     import json
 
-    from metaug_training.release.draft_decode_table import SECTION, markdown
-    from metaug_training.release.paths import BENCHMARKS
-    from metaug_training.release.sections import read_section
+    from metaug_release.draft_decode_table import SECTION, markdown
+    from metaug_release.paths import BENCHMARKS
+    from metaug_release.sections import read_section
 
     record = json.loads((BENCHMARKS / "draft_decode.json").read_text())
     assert record["min_ratio"] == JPEG_DRAFT_MIN_RATIO

@@ -13,20 +13,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _release_helpers import paper_probe_report
 from click.testing import CliRunner
 from PIL import Image
 
-from metaug_cli.release import main as release_cli
+from metaug_release import campaign, campaign_cards, campaign_final, study
+from metaug_release import readme as readme_module
+from metaug_release.cli import main as release_cli
+from metaug_release.paths import RESULTS
+from metaug_release.records import load_evaluation
+from metaug_release.run_log import minutes_up_to
+from metaug_release.sections import read_section
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
-from metaug_training.release import campaign, campaign_cards, campaign_final, study
-from metaug_training.release import readme as readme_module
-from metaug_training.release.paths import RESULTS
-from metaug_training.release.records import load_evaluation
-from metaug_training.release.run_log import minutes_up_to
-from metaug_training.release.sections import read_section
-
-from _release_helpers import paper_probe_report
 
 REPO = Path(__file__).resolve().parents[2]
 C1, C2 = campaign.CAMPAIGNS[1], campaign.CAMPAIGNS[2]
@@ -43,7 +42,7 @@ def _rows2() -> list[dict]:
 
 # ---------------------------------------------------------------------- the definitions
 def test_campaigns_are_one_dict_literal_and_campaign_1_is_unchanged():
-    source = (REPO / "metaug_training" / "release" / "campaign.py").read_text()
+    source = (REPO / "metaug_release" / "campaign.py").read_text()
     assigns = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assign)
                and any(isinstance(t, ast.Name) and t.id == "CAMPAIGNS" for t in n.targets)]
     assert len(assigns) == 1 and isinstance(assigns[0].value, ast.Dict)
@@ -94,7 +93,7 @@ def test_leg_1_row_is_the_study_records():
     assert (row["leg_minutes"], row["leg_epochs"]) == (row["training_minutes"], row["epoch"])  # from the run's start
     assert abs(row["images_per_s"] - srow["images_per_s"]) < 0.5
     assert row["weights_sha256"] == ev.weights_sha256 and row["released"] is False
-    # what `metaug-release campaign row --campaign 2 --leg 1 --eval ...` computes, nothing typed in
+    # what `python -m metaug_release campaign row --campaign 2 --leg 1 --eval ...` computes, nothing typed in
     expected = campaign.make_row(1, ev, C2.run_dir, [], campaign=2)
     assert {k: row[k] for k in expected if k != "date_utc"} == {k: v for k, v in expected.items() if k != "date_utc"}
     assert row["date_utc"] == ev.date_utc
@@ -238,8 +237,11 @@ def test_final_script_takes_the_campaign():
     script = (REPO / "benchmarks" / "campaign_final.sh").read_text().split("set -euo")[1]
     assert 'campaign paths --campaign "$CAMPAIGN"' in script and "OUT=$OUTDIR" in script
     for sub in ("final", "recard", "readme"):
-        assert f'metaug-release campaign {sub} --campaign "$CAMPAIGN"' in script, sub
-    assert "benchmarks/campaign\n" not in script and "read_rows(campaign=$CAMPAIGN)" in script
+        assert f'python -m metaug_release campaign {sub} --campaign "$CAMPAIGN"' in script, sub
+    # the README's released leg is the campaign's own last one (campaign readme without --leg),
+    # never a path of campaign 1 typed into the script
+    assert "benchmarks/campaign\n" not in script and "read_rows(" not in script
+    assert script.rstrip().endswith('python -m metaug_release campaign readme --campaign "$CAMPAIGN"   # its last released leg')
 
 # ---------------------------------------------------------------------- the scripts and the command
 @pytest.mark.parametrize("script", ["campaign_leg.sh", "campaign_start.sh", "campaign_final.sh"])

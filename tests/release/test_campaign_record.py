@@ -1,4 +1,4 @@
-"""The training campaign's record (metaug_training.release.campaign*, CAMPAIGN.md, campaign.jsonl, the
+"""The training campaign's record (metaug_release.campaign*, CAMPAIGN.md, campaign.jsonl, the
 committed resume state) is computed correctly and agrees with itself, the recipe's plan and the
 release."""
 
@@ -9,15 +9,14 @@ import math
 from pathlib import Path
 
 import pytest
+from _release_helpers import paper_probe_report
 
 from metaug_features.errors import MetAugError
+from metaug_release import campaign, campaign_cards, campaign_final, cards, run_log, sections
+from metaug_release import readme as readme_section_module
+from metaug_release.records import load_evaluation
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
-from metaug_training.release import campaign, campaign_cards, campaign_final, cards, run_log, sections
-from metaug_training.release import readme as readme_section_module
-from metaug_training.release.records import load_evaluation
-
-from _release_helpers import paper_probe_report
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "metaug_training" / "recipes" / "cifar10-alexnet32-metaug.json"
@@ -140,7 +139,7 @@ def test_committed_state_loads_and_continues_the_recipe():
 
 @pytest.mark.skipif(not JSONL.is_file(), reason="no campaign legs recorded yet")
 def test_readme_release_section_is_generated_from_the_release_record():
-    """The README's released-models table and paragraphs are exactly what `metaug-release campaign readme`
+    """The README's released-models table and paragraphs are exactly what `python -m metaug_release campaign readme`
     renders from every shipped pair's released row, its evaluation and the shipped folders' sizes; the
     default pair (the latest released leg of any campaign) comes first."""
     row = campaign.current_release_row()   # of any campaign: the latest released leg
@@ -258,7 +257,7 @@ def test_final_row_refuses_what_is_not_the_final_evaluation(tmp_path):
 
 @pytest.mark.parametrize(("number", "layer"), [(n, layer) for n in (1, 2) for layer in ("conv", "fc")])
 def test_recard_renders_the_shipped_card_from_its_spec_byte_exact(tmp_path, number, layer):
-    """`metaug-release campaign recard` (no checkpoint) renders exactly what `metaug-export --card-metrics`
+    """`python -m metaug_release campaign recard` (no checkpoint) renders exactly what `metaug-export --card-metrics`
     wrote: re-rendering each shipped folder (campaign 2: hub/cifar10-*, the default; campaign 1:
     hub/cifar10-metaug-*) from its committed card file changes nothing."""
     import shutil

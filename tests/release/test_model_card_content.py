@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metaug_features import EncoderConfig, load_encoder
-from metaug_features import hub
+from metaug_features import EncoderConfig, hub, load_encoder
 from metaug_training import model_card
 from metaug_training.model_card import render_card, without_notes
 
@@ -85,3 +84,46 @@ def test_the_template_is_the_one_rendered():
     template = model_card.load_template().template
     assert "<!-- hub-status: built-in -->" in template and "<!-- hub-status: other -->" in template
     assert "${alias_repo_id}" in template and "${alias_revision}" in template
+
+
+# ---------------------------------------------------------------------- training length, training command
+def _with_epochs(epochs):
+    prov = {"method": "oucl"} if epochs is None else {"method": "oucl", "epochs": epochs}
+    return EncoderConfig(architecture="alexnet32", width=0.5, views=("l", "ab", "ori"), provenance=prov)
+
+
+@pytest.mark.parametrize("epochs,expected", [
+    (284.0, "**Training length close to the paper's**: 284 epochs against the 300 of its schedule"),
+    (147.0, "**Shorter training than the paper**: 147 epochs against the 300 of its schedule"),
+    (6.46, "**Shorter training than the paper**: 6.46 epochs against the 300 of its schedule"),
+    (None, "**Training length not recorded**"),
+])
+def test_training_length_comes_from_the_folders_epochs(epochs, expected):
+    """The limitation quotes the folder's own epochs against the paper's 300; a schedule within 90%
+    of it is "close to the paper's" (with the network that differs), never "far fewer epochs"."""
+    text = model_card.training_length_text(_with_epochs(epochs))
+    assert text.startswith(expected), text
+    assert ("smaller network than the paper's `alexnet224`: `alexnet32` width 0.5 on 32-pixel inputs" in text) == (
+        epochs == 284.0)
+    card = " ".join(render_card(_with_epochs(epochs), [METRIC], recipe=RECIPE, budget={}, hardware="x").split())
+    assert f"- {text}" in card and "far fewer" not in card
+
+
+@pytest.mark.parametrize("alias", sorted(hub.MODEL_ALIASES))
+def test_shipped_cards_quote_their_epochs_and_a_command_that_runs_after_pip_install(alias):
+    """Each shipped card's training-length line is its own provenance's (284 epochs: close to the
+    paper's 300, not "far fewer"), and its training command names the recipe (package data, which
+    `metaug-train --config NAME` loads after a plain install), never a checkout path."""
+    from metaug_training.config import load_config
+
+    folder = REPO / "hub" / alias
+    if not (folder / "README.md").is_file():
+        pytest.skip("no release folder in this checkout")
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "far fewer epochs" not in text
+    assert f"- {model_card.training_length_text(load_encoder(folder).config)}\n" in text
+    (command,) = [line for line in text.splitlines() if line.startswith("- command: ")]
+    assert "metaug_training/recipes/" not in command and ".json" not in command, command
+    recipe = command.split("--config ", 1)[1].split()[0]
+    assert (REPO / "metaug_training" / "recipes" / f"{recipe}.json").is_file(), command
+    assert load_config(recipe).method == load_encoder(folder).config.provenance["method"]

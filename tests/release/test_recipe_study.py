@@ -1,4 +1,4 @@
-"""The recipe study's record (issue #34: metaug_training.release.study, recipe_study.jsonl, the
+"""The recipe study's record (issue #34: metaug_release.study, recipe_study.jsonl, the
 RESULTS.md section, the plot, each candidate's committed resume state) is computed correctly and
 agrees with itself, the evaluations it quotes and the runs' logs."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from metaug_release import campaign as campaign_module
+from metaug_release import run_log
+from metaug_release import study as study_module
+from metaug_release.records import load_evaluation
 from metaug_training.compact_state import has_compact_state, load_compact_state
 from metaug_training.config import TrainConfig, diff_keys, load_config
-from metaug_training.release import campaign as campaign_module
-from metaug_training.release import run_log
-from metaug_training.release import study as study_module
-from metaug_training.release.records import load_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_BUDGET_BYTES = 30 * 1000 * 1000

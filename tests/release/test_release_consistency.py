@@ -4,7 +4,7 @@ hub/cifar10-{conv,fc} (MetAug (only OUCL), campaign 2; benchmarks/current_releas
 records) and hub/cifar10-metaug-{conv,fc} (MetAug, campaign 1's final weights).
 
 Re-measuring the k-NN numbers needs the full CIFAR-10 extraction (minutes); that is
-``metaug-release reproduce`` (run by ``benchmarks/campaign_leg.sh`` and ``benchmarks/release.sh``), whose last output is
+``python -m metaug_release reproduce`` (run by ``benchmarks/campaign_leg.sh`` and ``benchmarks/release.sh``), whose last output is
 committed as the record folder's reproduce.json and checked here.
 """
 
@@ -20,9 +20,9 @@ from huggingface_hub import ModelCard
 
 from metaug_features import load_encoder
 from metaug_features.feature_files import sha256_file
+from metaug_release import campaign, campaign_cards, cards
+from metaug_release.records import load_evaluation
 from metaug_training.publish import validate_model_folder
-from metaug_training.release import campaign, campaign_cards, cards
-from metaug_training.release.records import load_evaluation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Which measurements and recipe the default folders come from (the first release or a campaign leg).
@@ -98,7 +98,7 @@ def test_both_folders_hold_the_same_network(release):
 
 @pytest.mark.parametrize(("release", "layer"), PAIRS, ids=_ids)
 def test_card_metrics_are_the_measured_ones(release, layer):
-    """Card model-index == the metrics metaug_training.release.cards derives from the evaluation report."""
+    """Card model-index == the metrics metaug_release.cards derives from the evaluation report."""
     measured = load_evaluation(release.evaluation)
     expected = [(m["name"], m["value"]) for m in cards.layer_metrics(measured, layer)]
     final = _final_evaluation_of(measured.weights_sha256)

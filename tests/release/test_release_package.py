@@ -1,4 +1,4 @@
-"""metaug_training.release: the one section writer, the evaluation-report reader, and the
+"""metaug_release: the one section writer, the evaluation-report reader, and the
 generated sections of the docs, which must be exactly what the package renders from the
 committed records (evaluation reports converted from the old evaluate_encoder layout: the
 tables built from them are the committed ones, number for number)."""
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from metaug_cli.release import main as release_cli
 from metaug_features.errors import MetAugError
-from metaug_training.release import campaign, campaign_cards, campaign_final, study, view_generators
-from metaug_training.release import readme as readme_module
-from metaug_training.release.paths import BENCHMARKS, README, REPO, RESULTS
-from metaug_training.release.records import evaluation_from_report, load_evaluation
-from metaug_training.release.sections import read_section, replace_section, write_section
+from metaug_release import campaign, campaign_cards, campaign_final, study, view_generators
+from metaug_release import readme as readme_module
+from metaug_release.cli import main as release_cli
+from metaug_release.paths import BENCHMARKS, README, REPO, RESULTS
+from metaug_release.records import evaluation_from_report, load_evaluation
+from metaug_release.sections import read_section, replace_section, write_section
 
 
 # ---------------------------------------------------------------------- the section writer
@@ -165,7 +165,7 @@ def test_view_generators_prints_the_committed_section_without_writing():
 
 
 def test_first_release_cards_are_the_committed_ones(tmp_path):
-    """`metaug-release cards` rebuilds the first release's card files from its converted
+    """`python -m metaug_release cards` rebuilds the first release's card files from its converted
     reports and run logs: the same metrics, comparison and notes as committed; the written
     paths are printed absolute."""
     rel = BENCHMARKS / "release"

@@ -1,7 +1,7 @@
 """Release tooling (issue 5): model card rendered from metaug_training/model_cards/, parsed by huggingface_hub;
 metaug-export --card-metrics; metaug-push --dry-run validation and the no-token / offline stop
-before any network call; `metaug-release reproduce` re-measures the card's k-NN number and
-`metaug-release evaluate` writes the release evaluation as a metaug-eval report."""
+before any network call; `python -m metaug_release reproduce` re-measures the card's k-NN number and
+`python -m metaug_release evaluate` writes the release evaluation as a metaug-eval report."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from huggingface_hub import HfApi, ModelCard
 
 from metaug_cli.export import main as export_main
 from metaug_cli.push import main as push_main
-from metaug_cli.release import main as release_cli
 from metaug_features import EncoderConfig, load_encoder, save_pretrained
 from metaug_features.errors import ConfigError
-from metaug_features.hub import RELEASE_TAG
 from metaug_features.evaluation import knn_evaluate
+from metaug_features.hub import RELEASE_TAG
 from metaug_features.model import MetAugEncoder
+from metaug_release import reproduce
+from metaug_release.cli import main as release_cli
 from metaug_training.checkpoint import save_checkpoint
 from metaug_training.config import load_config
 from metaug_training.model_card import render_card
 from metaug_training.publish import PublishError, push_folder, validate_model_folder
-from metaug_training.release import reproduce
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CFG = EncoderConfig(architecture="alexnet32", width=0.125, views=("l", "ab"))
@@ -299,7 +299,7 @@ def test_push_sequence_with_tag(folder, monkeypatch):
     assert res.files == ["README.md", "config.json", "model.safetensors"] and res.tag == "v0.1.0"
 
 
-# ---------------------------------------------------------------- metaug-release reproduce
+# ---------------------------------------------------------------- python -m metaug_release reproduce
 def test_reproduce_release_checks_card_against_measurement(cifar_images, encoder, tmp_path):
     # The card's number is a real measurement, taken here by a different path (encoder.extract
     # on the files in memory) than the script's (extract_features -> feature folder).
@@ -343,7 +343,7 @@ def test_reproduce_release_reads_archive(cifar_images, tmp_path):
     assert len(list((root / "train" / "cat").glob("*.jpg"))) == 20
 
 
-# ---------------------------------------------------------------- metaug-release evaluate
+# ---------------------------------------------------------------- python -m metaug_release evaluate
 def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_path, one_torch_thread):
     """The release evaluation's one-pass conv+fc features equal metaug-extract's per-layer
     output, and its k-NN / probe / k-means numbers, read back from the metaug-eval report it
@@ -351,7 +351,7 @@ def test_evaluate_encoder_matches_extraction_and_evaluators(cifar_images, tmp_pa
     from metaug_features.evaluation import cluster_evaluate, fast_linear_probe, read_report
     from metaug_features.extract import extract_features
     from metaug_features.feature_files import read_feature_set
-    from metaug_training.release.records import load_evaluation
+    from metaug_release.records import load_evaluation
 
     torch.manual_seed(0)
     model = save_pretrained(MetAugEncoder(EncoderConfig(architecture="alexnet32", width=0.125)), tmp_path / "m")

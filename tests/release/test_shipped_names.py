@@ -22,10 +22,10 @@ from metaug_features import load_encoder
 from metaug_features.errors import MetAugError
 from metaug_features.feature_files import sha256_file
 from metaug_features.hub import MODEL_ALIASES, RELEASE_TAG
+from metaug_release import campaign, campaign_cards, cards, meta_diagnostics_card
+from metaug_release.paths import RESULTS
+from metaug_release.records import load_evaluation
 from metaug_training.model_card import method_tags, sections_text
-from metaug_training.release import campaign, campaign_cards, cards, meta_diagnostics_card
-from metaug_training.release.paths import RESULTS
-from metaug_training.release.records import load_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = sorted(p for p in (REPO / "hub").iterdir() if (p / "config.json").is_file() and p.name in MODEL_ALIASES)
@@ -149,7 +149,7 @@ def test_metaug_cards_carry_the_diagnostics_when_recorded():
     assert len(expected) == 1
     for layer in ("conv", "fc"):
         spec = json.loads((C1.out / f"card-{layer}.json").read_text())
-        assert spec.get("sections") == expected, "stale card file: run metaug-release campaign cards --campaign 1 --leg 4"
+        assert spec.get("sections") == expected, "stale card file: run python -m metaug_release campaign cards --campaign 1 --leg 4"
         assert sections_text(expected).strip() in (C1.folder(layer) / "README.md").read_text()
 
 

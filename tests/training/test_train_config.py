@@ -72,7 +72,6 @@ def test_shipped_recipes_load(name):
     (["optim.lr=fast"], "optim.lr"),
     (["optim.batch_size=3.5"], "optim.batch_size"),
     (["data.flip=maybe"], "data.flip"),
-    (["method=simclr"], "method"),
     (["bank.scoring=exact"], "bank.scoring"),
     (["model.views=l,rgb"], "model.views"),
     (["model.views=l"], "model.views"),

@@ -30,6 +30,7 @@ from metaug_training.config import (
 from metaug_training.config.coerce import build_dataclass, coerce_value, to_plain
 from metaug_training.config.overrides import apply_overrides, set_dotted
 from metaug_training.distributed import DistContext, check_ranks_in_sync, tensors_digest
+from metaug_training.methods import method_for
 
 
 # --------------------------------------------------------------------------- overrides
@@ -154,7 +155,10 @@ def test_cross_section_checks_are_made_by_train_config():
     with pytest.raises(ConfigError, match="'metaug.aug_terms\\[0\\]'"):
         TrainConfig(model=ModelConfig(views=("l", "ab")), metaug=ok)
     with pytest.raises(ConfigError, match="'method'"):
-        TrainConfig(method="simclr")
+        TrainConfig(method="")
+    # the name itself is checked against the methods table by every user of the config
+    with pytest.raises(ConfigError, match="unknown method 'simclr'; known methods: cmc, oucl, metaug"):
+        method_for(TrainConfig(method="simclr").method)
 
 
 # --------------------------------------------------------------------------- resume

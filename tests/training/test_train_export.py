@@ -1,19 +1,24 @@
 """Export: checkpoint -> model folder -> load_encoder gives the training encoder's features;
-the metaug-train / metaug-export commands end to end on real images."""
+the metaug-train / metaug-export commands end to end on real images; export_checkpoint renders
+the release card from a card-metrics JSON itself (metaug-export --card-metrics) and refuses a bad
+one before it reads the checkpoint."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
 from metaug_cli.export import main as export_main
 from metaug_cli.train import main as train_main
 from metaug_features import load_encoder
-from metaug_training.checkpoint import load_checkpoint, git_commit
+from metaug_features.errors import ConfigError
+from metaug_training.checkpoint import git_commit, load_checkpoint
 from metaug_training.config import TrainConfig
 from metaug_training.distributed import DistContext
+from metaug_training.export import export_checkpoint
 from metaug_training.trainer import Trainer, load_data
 
 
@@ -93,3 +98,49 @@ def test_cli_errors_are_clear(cifar_images, tmp_path):
     torch.save({"hello": 1}, bad)
     res = runner.invoke(export_main, [str(bad), "-o", str(tmp_path / "out")])
     assert res.exit_code != 0 and "not a metaug training checkpoint" in res.output
+
+
+# ---------------------------------------------------------------- the release card, in one call
+CARD_METRIC = {"task": "image-classification", "dataset": "CIFAR-10 (JPEG q75)", "metric": "accuracy",
+               "name": "weighted k-NN k=200 T=0.07 (conv)", "value": 55.13}
+
+
+def _checkpoint(tmp_path):
+    from metaug_features.model import MetAugEncoder
+    from metaug_training.checkpoint import save_checkpoint
+    from metaug_training.config import load_config
+
+    cfg = load_config(None, ["model.width=0.125", "model.views=l,ab", f"run.out_dir={tmp_path / 'run'}", "method=cmc"])
+    torch.manual_seed(4)
+    enc = MetAugEncoder(cfg.encoder_config()).eval()
+    return save_checkpoint(tmp_path / "last.pt", {"config": cfg.to_dict(), "encoder": enc.state_dict(), "step": 6,
+                                                  "steps_per_epoch": 3, "git_commit": "abc"}), enc
+
+
+def test_export_checkpoint_renders_the_card_from_card_metrics(tmp_path):
+    """card_metrics= is what metaug-export --card-metrics passes: the folder's card holds the
+    measured metric and the provenance, and the weights are the checkpoint's."""
+    from huggingface_hub import ModelCard
+
+    ckpt, enc = _checkpoint(tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"metrics": [CARD_METRIC], "hardware": "2 CPU cores"}))
+    folder = export_checkpoint(ckpt, tmp_path / "out", card_metrics=tmp_path / "m.json")
+    card = ModelCard.load(folder / "README.md")
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [(CARD_METRIC["name"], 55.13)]
+    assert "2 CPU cores" in card.text and "git_sha: abc" in card.text
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(load_encoder(folder)(x, "conv"), enc(x, "conv"))
+
+
+def test_export_checkpoint_refuses_a_bad_card_before_reading_the_checkpoint(tmp_path):
+    ckpt, _ = _checkpoint(tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"metrics": [CARD_METRIC]}))
+    with pytest.raises(ConfigError, match="card= .* or card_metrics= .*not both"):
+        export_checkpoint(ckpt, tmp_path / "both", card="# my card", card_metrics=tmp_path / "m.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"metrics": [], "hardware": "x"}))
+    # The checkpoint does not exist: the card's error comes first, so nothing is read or written.
+    with pytest.raises(ConfigError, match="at least one measured metric"):
+        export_checkpoint(tmp_path / "missing.pt", tmp_path / "bad", card_metrics=tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="cannot read card metrics"):
+        export_checkpoint(ckpt, tmp_path / "none", card_metrics=tmp_path / "absent.json")
+    assert not any((tmp_path / d).exists() for d in ("both", "bad", "none"))

@@ -10,13 +10,13 @@ import json
 import pytest
 import torch
 
-from metaug_training import methods as methods_mod
 from metaug_training.checkpoint import load_checkpoint
 from metaug_training.config import load_config
 from metaug_training.distributed import DistContext
 from metaug_training.memory_bank import MemoryBank
 from metaug_training.meta import metaug_meta_step
 from metaug_training.methods import objective_config, train_step
+from metaug_training.methods import step as methods_mod
 from metaug_training.objective import metaug_objective
 from metaug_training.trainer import Trainer, TrainingDivergedError, load_data, train
 

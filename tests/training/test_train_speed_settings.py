@@ -115,7 +115,11 @@ def _state(tr: Trainer) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("method", ["cmc", "oucl", "metaug"])
+# MetAug's rows take ~35 s of the fast tier together (the meta step, 50 steps): slow tier.
+METHODS_FAST_TIER = ["cmc", "oucl", pytest.param("metaug", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("method", METHODS_FAST_TIER)
 def test_exact_settings_are_bit_identical_over_50_steps(cifar_images, data, method):
     """Prefetch and the allocator setting move work and memory around without touching a
     number: 50 independent steps give bit-identical losses, parameters and bank."""
@@ -130,7 +134,7 @@ def test_exact_settings_are_bit_identical_over_50_steps(cifar_images, data, meth
     assert max(float((ref[1][n] - start[n]).abs().max()) for n in start) > 100 * TOL
 
 
-@pytest.mark.parametrize("method", ["cmc", "oucl", "metaug"])
+@pytest.mark.parametrize("method", METHODS_FAST_TIER)
 def test_every_fast_step_matches_the_straightforward_step(cifar_images, data, method):
     """All fast settings, channels_last included, step by step along a 50-step trajectory, in
     float64: before each step the fast trainer gets the straightforward run's exact state, then

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from metaug_training.release import view_generators
-from metaug_training.release.sections import read_section
+from metaug_release import view_generators
+from metaug_release.sections import read_section
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORDS = REPO_ROOT / "benchmarks" / "view_generators"
