@@ -12,11 +12,16 @@ For each image count (default 2,500 and 10,000) a fresh child process runs:
    feature folder; then its peak resident memory (main process and, separately, the largest
    decoding worker);
 2. **model only** (10,000-image child only): the same images decoded beforehand to uint8
-   tensors, then ``to_input`` + ``encoder(x)`` in batches of 64 under inference_mode, timed.
+   tensors, then ``to_input`` + ``encoder(x)`` in batches of 64 under inference_mode, timed,
+   with the glibc heap settings extraction applies (``freed_memory_kept``), so that both sides
+   run on the same allocator and the ratio measures the pipeline, not the allocator's state.
+   Minor page faults per batch are reported for both sides.
 
 The largest count runs ``--rounds`` rounds (default 3) of (end to end, model only) back to back
-in the same child, so that both sides of each ratio see the same machine state; the table gives
-the median of each side and the median of the per-round ratios, and the rounds themselves.
+in the same child: E0 M0 E1 M1 E2 M2. End-to-end run r is compared with the mean of the
+model-only runs on either side of it (M0 alone for E0), so that both sides of each ratio see the
+same machine state even when its speed drifts within a round; the table gives the median of
+each side and the median of the per-round ratios, and the rounds themselves.
 (On the shared 2-core machine the model-only speed alone moved between 241 and 316 img/s from
 one single-round run to the next on 2026-12-07, so one round cannot show a ratio.)
 Ratio = end-to-end images/s / model-only images/s (target >= 0.9, issue #55). Peak RSS should not grow
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -79,6 +85,11 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (memory faulted in, e.g. freshly mapped blocks)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _reset_peak_rss() -> bool:
     """Reset this process's peak RSS (VmHWM) to its current RSS; Linux >= 4.0."""
     try:
@@ -96,41 +107,53 @@ def child(model_dir: str, folder: str, out: str, model_only: bool, rounds: int =
 
     from metaug_features import load_encoder
     from metaug_features.extract import default_workers, extract_features
+    from metaug_features.malloc_settings import freed_memory_kept
 
     rss_before = _status_kib("VmRSS") / 1024
     reset_peak = _reset_peak_rss()  # so the peak below is the extraction's, not the imports'
-    t = time.perf_counter()
+    f0, t = _minor_faults(), time.perf_counter()
     s = extract_features(model_dir, [folder], out, progress=False)
     e2e = time.perf_counter() - t
+    faults = _minor_faults() - f0
+    batches = -(-s.num_rows // 64)
     res = {
         "images": s.num_rows, "skipped": s.num_skipped, "dim": s.dim, "workers": default_workers(),
         "torch_threads": torch.get_num_threads(), "e2e_s": e2e, "e2e_ips": s.num_rows / e2e,
         "rss_before_mib": rss_before,
         "peak_rss_main_mib": (_status_kib("VmHWM") if reset_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024,
         "peak_rss_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "e2e_faults_per_batch": faults / batches,
     }
     if model_only:
         enc = load_encoder(model_dir).eval()
         files = sorted(Path(folder).rglob("*.jpg"))
         u8 = torch.stack([enc.preprocess.load_image(f) for f in files])  # pre-decoded [N, 3, 32, 32]
-        e2e_rounds, model_rounds = [e2e], []
+        e2e_rounds, model_runs, e2e_faults, model_faults = [e2e], [], [faults], []
         for r in range(rounds):
             if r > 0:  # the next round's end-to-end run, into a fresh folder
-                t = time.perf_counter()
+                f0, t = _minor_faults(), time.perf_counter()
                 extract_features(model_dir, [folder], f"{out}-round{r}", progress=False)
                 e2e_rounds.append(time.perf_counter() - t)
-            with torch.inference_mode():
+                e2e_faults.append(_minor_faults() - f0)
+            # under the heap settings extraction runs with, so both sides get the same allocator
+            with torch.inference_mode(), freed_memory_kept():
                 enc(enc.preprocess.to_input(u8[:64]))  # warm-up
-                t = time.perf_counter()
+                f0, t = _minor_faults(), time.perf_counter()
                 for i in range(0, len(u8), 64):
                     enc(enc.preprocess.to_input(u8[i:i + 64]))
-                model_rounds.append(time.perf_counter() - t)
+                model_runs.append(time.perf_counter() - t)
+                model_faults.append(_minor_faults() - f0)
+        # Order E0 M0 E1 M1 ...: end-to-end run r is compared with the mean of the model-only
+        # runs on either side of it (M(r-1) and M(r); only M0 for r = 0), so a machine that
+        # drifts slower or faster during a round moves both sides alike.
+        model_rounds = [model_runs[0]] + [(a + b) / 2 for a, b in itertools.pairwise(model_runs)]
         ratios = [m / e for e, m in zip(e2e_rounds, model_rounds)]  # (N / e) / (N / m)
         e2e_s, model_s = statistics.median(e2e_rounds), statistics.median(model_rounds)
         res.update(e2e_s=e2e_s, e2e_ips=len(u8) / e2e_s, model_s=model_s, model_ips=len(u8) / model_s,
-                   ratio=statistics.median(ratios), rounds=[
-                       {"e2e_ips": len(u8) / e, "model_ips": len(u8) / m, "ratio": m / e}
-                       for e, m in zip(e2e_rounds, model_rounds)])
+                   ratio=statistics.median(ratios), model_runs_ips=[len(u8) / m for m in model_runs], rounds=[
+                       {"e2e_ips": len(u8) / e, "model_ips": len(u8) / m, "ratio": m / e,
+                        "e2e_faults_per_batch": fe / batches, "model_faults_per_batch": fm / batches}
+                       for e, m, fe, fm in zip(e2e_rounds, model_rounds, e2e_faults, model_faults)])
     return res
 
 
@@ -210,9 +233,14 @@ def main() -> None:
             f"{r['rss_before_mib']:.0f} MiB | {r['peak_rss_main_mib']:.0f} MiB | {r['peak_rss_worker_mib']:.0f} MiB |"
         )
     if big.get("rounds"):
-        lines += ["", f"Rounds at {counts[-1]:,} images (end to end, then model only, in the same process; the row above "
-                      "gives the medians and the median ratio): " + "; ".join(
-                          f"{r['e2e_ips']:.0f} / {r['model_ips']:.0f} img/s = {r['ratio']:.2f}" for r in big["rounds"]) + "."]
+        lines += ["", f"Rounds at {counts[-1]:,} images (end to end / the mean of the model-only runs before and after it, "
+                      "in the same process; the row above gives the medians and the median ratio): " + "; ".join(
+                          f"{r['e2e_ips']:.0f} / {r['model_ips']:.0f} img/s = {r['ratio']:.2f}" for r in big["rounds"])
+                  + ". Model-only runs in order: " + ", ".join(f"{v:.0f}" for v in big["model_runs_ips"]) + " img/s.",
+                  "", "Minor page faults of the main process per batch of 64 (end to end / model only): " + "; ".join(
+                          f"{r['e2e_faults_per_batch']:.0f} / {r['model_faults_per_batch']:.0f}" for r in big["rounds"])
+                  + " (memory faulted in again each batch is time the forward spends in the kernel; "
+                    "`metaug_features/malloc_settings.py`)."]
     if len(counts) > 1:
         a, b = runs[counts[0]], runs[counts[-1]]
         lines += ["", f"Peak RSS of the main process during extraction (high-water mark reset after the imports): {a['peak_rss_main_mib']:.0f} MiB at {counts[0]:,} images vs "

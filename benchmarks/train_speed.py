@@ -254,7 +254,7 @@ def rss_child(args: argparse.Namespace) -> None:
     overrides = json.loads(args.rss_child)
     tr = make_trainer(data, width, batch, args.negatives, args.threads, overrides)
     if "run.keep_freed_memory=false" not in overrides and hasattr(tr.cfg.run, "keep_freed_memory"):
-        from metaug_training.cpu_tuning import keep_freed_memory
+        from metaug_features.malloc_settings import keep_freed_memory
 
         keep_freed_memory()
     for s in range(3):
@@ -329,7 +329,7 @@ def main() -> None:
         return
     legacy = PhaseTimer is None
     if not args.reference and not legacy:
-        from metaug_training.cpu_tuning import keep_freed_memory
+        from metaug_features.malloc_settings import keep_freed_memory
 
         keep_freed_memory()  # as metaug-train does (run.keep_freed_memory); cannot be undone in-process
     t0 = time.time()

@@ -75,6 +75,7 @@ from .file_list import (
     parse_shard,
     shard_bounds,
 )
+from .malloc_settings import freed_memory_kept
 
 # Re-exported: ``from metaug_features.extract import merge_shards`` is public API.
 from .merge import merge_shards
@@ -102,28 +103,6 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     # Quiet when asked, or when stderr is not a terminal (piped, a batch job's log file).
     disable = not enabled or not sys.stderr.isatty()
     return tqdm(total=total, initial=initial, disable=disable, unit="img", desc=desc, dynamic_ncols=True)
-
-
-def _return_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Each chunk allocates and frees tens of MB (batch activations, the chunk's features);
-    glibc keeps such freed blocks in its heap, so without this the resident size creeps up by
-    ~10 MB per chunk (measured with alexnet32 width 1.0, chunk 1024) although nothing leaks.
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM: Any = None
 
 
 def _load_model(model: Any, device: torch.device):
@@ -213,7 +192,10 @@ def extract_features(
     created = not out.exists()
     check_output_writable(out)
 
-    with output_lock(out):
+    # The heap is kept for the run: without it every batch faults its ~90 MB of activations in
+    # again (benchmarks/heap_settings.py, the forward loop alone, 2-core CPU: 168 img/s on
+    # average without, 209 with; metaug_features/malloc_settings.py).
+    with output_lock(out), freed_memory_kept():
         return _extract_locked(model, files, out, created, layer, batch_size, Decoding(workers, decode_time_limit), dev, fmt,
                                strict, shard, chunk_size, overwrite, progress, t0)
 
@@ -328,7 +310,6 @@ def _chunk_features(store: PartialStore, plan: RunPlan) -> Iterator[np.ndarray]:
     """The features of this run's chunks, one chunk [n_k, D] at a time, in order."""
     for part in plan.parts:
         yield _load_chunk_or_fail(store, part, plan.state_sha).features
-        _return_free_memory()
 
 
 def _load_chunk_or_fail(store: PartialStore, part: tuple[int, int, int], state_sha: str,
@@ -389,7 +370,6 @@ def _compute_chunks(
                         current.features = np.concatenate(feats)
                     store.write_chunk(current, state_sha)
                     current, feats = None, []
-                    _return_free_memory()
     finally:
         decoded.close()  # stops the decoding workers, also when encoding failed
         enc.train(was_training)

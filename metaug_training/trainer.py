@@ -34,12 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metaug_features.atomic import atomic_write_text
 from metaug_features.errors import ConfigError, MetAugError
+from metaug_features.malloc_settings import keep_freed_memory
 from metaug_features.model import build_encoder
 
 from .batches import StepBatch, StepBatches
 from .checkpoint import checkpoint_path, git_commit, save_checkpoint
 from .config import TrainConfig
-from .cpu_tuning import keep_freed_memory
 from .data import ImageArray, load_image_array, steps_per_epoch
 from .distributed import DistContext, any_rank, barrier, check_ranks_in_sync, cleanup, default_num_threads, init_distributed
 from .export import export_encoder, provenance

@@ -208,7 +208,7 @@ class RunConfig:
     compile: ``torch.compile`` the encoder forward of the encoder step (inductor). Off: slower
         than eager here, and it compiles at the first step.
     keep_freed_memory: keep freed blocks in glibc's heap instead of returning them to the
-        kernel, so a step does not page-fault its tensors in again (metaug_training/cpu_tuning.py). On.
+        kernel, so a step does not page-fault its tensors in again (metaug_features/malloc_settings.py). On.
     """
 
     out_dir: str = "runs/default/full"

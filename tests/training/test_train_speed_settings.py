@@ -37,7 +37,7 @@ import torch
 
 from metaug_training.methods import META_PREFIX
 from metaug_training.config import load_config
-from metaug_training.cpu_tuning import keep_freed_memory
+from metaug_features.malloc_settings import keep_freed_memory
 from metaug_training.distributed import DistContext
 from metaug_training.trainer import Trainer, load_data
 
